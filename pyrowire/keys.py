@@ -1,0 +1,68 @@
+"""Every Redis key pyrowire uses, in one place.
+
+All keys of a topic share the hash tag ``{topic}`` so that they live in one
+Redis Cluster slot (the Lua scripts touch several of them at once), and all
+start with the deployment's prefix so that several deployments can share a
+Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEDUPE_SECONDS = 24 * 60 * 60
+HEARTBEAT_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class TopicKeys:
+    """The key names of one topic under one prefix."""
+
+    prefix: str
+    topic: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{{{self.topic}}}"
+
+    @property
+    def queue(self) -> str:
+        """List of queued messages: pushed on the left, popped on the right."""
+        return f"{self.base}:queue"
+
+    def inflight(self, worker: str) -> str:
+        """List of the messages one worker process has taken and not yet finished."""
+        return f"{self.base}:inflight:{worker}"
+
+    @property
+    def workers(self) -> str:
+        """Set of worker ids that have taken messages of this topic."""
+        return f"{self.base}:workers"
+
+    def alive(self, worker: str) -> str:
+        """A worker's heartbeat; it expires when the worker stops refreshing it."""
+        return f"{self.base}:alive:{worker}"
+
+    def seen(self, sid: str) -> str:
+        """The answer given to an inbound MessageSid, kept for de-duplication."""
+        return f"{self.base}:seen:{sid}"
+
+    @property
+    def complete(self) -> str:
+        """List of completed exchanges, newest first, capped at the topic's retention."""
+        return f"{self.base}:complete"
+
+    @property
+    def errors(self) -> str:
+        """List of handler errors, newest first, capped at the topic's retention."""
+        return f"{self.base}:errors"
+
+    @property
+    def dead(self) -> str:
+        """List of messages that used up their attempts."""
+        return f"{self.base}:dead"
+
+    @property
+    def outbox(self) -> str:
+        """List of sandbox outbound messages, newest first, capped at the topic's retention."""
+        return f"{self.base}:outbox"

@@ -1,0 +1,33 @@
+"""What a running service lends the application: the store, the sender, the clock."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IReactorTime
+
+from pyrowire.store import RedisStore
+
+if TYPE_CHECKING:
+    from pyrowire.outbound import Sender
+
+
+def new_worker_id() -> str:
+    """A name for this process that no other process, here or elsewhere, shares."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Runtime:
+    """The live parts one App uses while a service of it runs."""
+
+    store: RedisStore
+    sender: Sender
+    clock: IReactorTime
+    worker_id: str = field(default_factory=new_worker_id)
+    # inbound MessageSid -> outbound SIDs sent while its handler runs
+    outbound: dict[str, list[str]] = field(default_factory=dict)

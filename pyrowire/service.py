@@ -1,0 +1,243 @@
+"""The service tree of one pyrowire process, started in dependency order and stopped in reverse.
+
+Redis (embedded or not) comes first, then the worker loops, then the web
+listener; stopping goes web listener, workers (drain, put back), Twilio
+client, Redis, each awaited before the next, so SIGTERM drains and exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+from pyrowire.app import App
+from pyrowire.embedded import EmbeddedRedis
+from pyrowire.errors import ConfigurationError
+from pyrowire.outbound import Sender
+from pyrowire.recovery import Supervisor
+from pyrowire.runconfig import RedisAddress, RunConfig, resolve
+from pyrowire.runtime import Runtime
+from pyrowire.store import RedisStore
+from pyrowire.twilio import TwilioClient
+from pyrowire.webhook import Webhook
+from pyrowire.worker import TopicWorker
+
+REDIS_WAIT_SECONDS = 6.0
+
+Fatal = Callable[[ConfigurationError], None]
+
+
+class WebSite(Site):
+    """twisted.web's Site without tracebacks in error pages, and access logs only in debug."""
+
+    displayTracebacks = False
+
+    def __init__(self, resource: IResource, access_log: bool) -> None:
+        super().__init__(resource)
+        self.access_log = access_log
+
+    def log(self, request: Any) -> None:
+        if self.access_log:
+            super().log(request)
+
+
+def _default_reactor(reactor: Any) -> Any:
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        return global_reactor
+    return reactor
+
+
+class PyrowireService(MultiService):
+    """Everything one pyrowire process runs, for one App and one RunConfig."""
+
+    log = Logger()
+
+    def __init__(self, app: App, config: RunConfig, reactor: Any, on_fatal: Fatal | None = None) -> None:
+        super().__init__()
+        self.app = app
+        self.config = config
+        self.reactor = reactor
+        self.on_fatal = on_fatal
+        self.store = RedisStore(config.redis, prefix=config.profile.key_prefix)
+        self.embedded: EmbeddedRedis | None = None
+        self.twilio: TwilioClient | None = None
+        self.workers: list[TopicWorker] = []
+        self.supervisor: Supervisor | None = None
+        self.port: Any = None
+        self.runtime: Runtime | None = None
+        self.ready: Deferred[PyrowireService] = Deferred()
+        self._starting: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._starting = Deferred.fromCoroutine(self._start())
+        self._starting.addErrback(self._start_failed)
+
+    def _start_failed(self, failure: Any) -> None:
+        if failure.check(defer.CancelledError):
+            return
+        error = failure.value
+        if not isinstance(error, ConfigurationError):
+            self.log.failure("pyrowire could not start", failure)
+            error = ConfigurationError("start-up", f"{type(error).__name__}: {error}")
+        if not self.ready.called:
+            self.ready.errback(error)
+            self.ready.addErrback(lambda _: None)
+        if self.on_fatal is not None:
+            self.on_fatal(error)
+        else:
+            self.log.error("pyrowire could not start: {error}", error=str(error))
+
+    async def _start(self) -> None:
+        config = self.config
+        address = config.redis
+        if address.kind == "embedded":
+            self.embedded = EmbeddedRedis(self.reactor, os.path.join(os.getcwd(), ".pyrowire", "redis"))
+            self.embedded.startService()
+            path = await self.embedded.ready
+            address = RedisAddress("unix", path=path)
+            self.log.info("embedded Redis ready at {path}", path=path)
+        self.store.start(address)
+        await self._wait_for_redis()
+        self.twilio = TwilioClient(self.reactor)
+        self.runtime = Runtime(self.store, Sender(self.twilio, self.store, self.reactor), self.reactor)
+        self.app.use_settings(config.settings)
+        self.app.runtime = self.runtime
+        if config.role in ("all", "worker"):
+            await self._start_workers(self.runtime)
+        if config.role in ("all", "web"):
+            await self._listen()
+        self.ready.callback(self)
+
+    async def _wait_for_redis(self) -> None:
+        deadline = self.reactor.seconds() + REDIS_WAIT_SECONDS
+        while not self.store.connected:
+            if self.reactor.seconds() >= deadline:
+                raise ConfigurationError("--redis", f"cannot reach Redis at {self.store.address.display()}")
+            await deferLater(self.reactor, 0.05)
+        await self.store.ping()
+
+    async def _start_workers(self, runtime: Runtime) -> None:
+        config = self.config
+        self.workers = [
+            TopicWorker(runtime, config.settings.topics[name], self.app.handlers[name], config.concurrency,
+                        config.grace)
+            for name in config.topics
+        ]
+        self.supervisor = Supervisor(runtime, config.topics, self.workers)
+        await self.supervisor.first_beat()
+        self.supervisor.startService()
+        for worker in self.workers:
+            worker.startService()
+        self.log.info("worker {worker} serving {topics} with concurrency {n}", worker=runtime.worker_id,
+                      topics=", ".join(config.topics), n=config.concurrency)
+
+    async def _listen(self) -> None:
+        assert self.runtime is not None
+        webhook = Webhook(self.app, self.store, self.reactor, self.config.profile.public_url)
+        site = WebSite(webhook.resource(), access_log=self.config.profile.debug)
+        try:
+            endpoint = serverFromString(self.reactor, self.config.listen)
+            self.port = await endpoint.listen(site)
+        except Exception as e:
+            raise ConfigurationError("--listen", f"cannot listen on {self.config.listen}: {e}") from None
+        host = self.port.getHost()
+        self.log.info("webhook listening on {host}:{port}", host=getattr(host, "host", host),
+                      port=getattr(host, "port", ""))
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self._starting is not None and not self._starting.called:
+            self._starting.cancel()
+        if self.port is not None:
+            await self.port.stopListening()
+            self.port = None
+        if self.workers:
+            await defer.DeferredList([w.stopService() for w in self.workers if w.running], consumeErrors=True)
+        if self.supervisor is not None and self.supervisor.running:
+            await self.supervisor.stopService()
+        if self.twilio is not None:
+            await self.twilio.close()
+        if self.app.runtime is self.runtime:
+            self.app.runtime = None
+        await self.store.stop()
+        if self.embedded is not None and self.embedded.running:
+            await self.embedded.stopService()
+        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
+            # drained cleanly: exit 0 rather than re-raise SIGTERM as stock twistd does
+            self.reactor._exitSignal = None
+        self.log.info("pyrowire stopped")
+
+
+def build_service(app: App, options: Mapping[str, Any], environ: Mapping[str, str], reactor: Any = None,
+                  on_fatal: Fatal | None = None) -> PyrowireService:
+    """Resolve the options against the environment and settings, and assemble the service."""
+    config = resolve(options, environ, app.settings, lambda topic: topic in app.handlers)
+    for name in config.settings.topics:
+        app.checks(config.settings.topics[name])  # an unknown validator name fails here, at start-up
+    return PyrowireService(app, config, _default_reactor(reactor), on_fatal)
+
+
+def build_resource(app: App, options: Mapping[str, Any], environ: Mapping[str, str],
+                   reactor: Any = None) -> IResource:
+    """The webhook resource alone, on its own Redis connections, for mounting in another site."""
+    reactor = _default_reactor(reactor)
+    config = resolve({**options, "role": "web", "listen": "tcp:0"}, environ, app.settings)
+    if config.redis.kind == "embedded":
+        raise ConfigurationError("redis", "app.resource() needs a Redis URL; use app.service() for embedded")
+    store = RedisStore(config.redis, prefix=config.profile.key_prefix)
+    store.start()
+    app.use_settings(config.settings)
+    if app.runtime is None:
+        app.runtime = Runtime(store, Sender(TwilioClient(reactor), store, reactor), reactor)
+    resource: IResource = Webhook(app, store, reactor, config.profile.public_url).resource()
+    return resource
+
+
+def exit_on_fatal(reactor: Any) -> Fatal:
+    """For twistd and ``app.run()``: print one line, stop the reactor, exit with status 1."""
+
+    def fatal(error: ConfigurationError) -> None:
+        stream = sys.__stderr__ or sys.stderr
+        stream.write(f"pyrowire: error: {error}\n")
+        stream.flush()
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        if reactor.running:
+            reactor.stop()
+        else:
+            reactor.callWhenRunning(reactor.stop)
+
+    return fatal
+
+
+def run_foreground(app: App, environ: Mapping[str, str]) -> None:
+    """Run ``app`` until SIGTERM or SIGINT, logging to stdout (``pyrowire.run()``)."""
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    try:
+        service: IService = build_service(app, {}, environ, reactor, exit_on_fatal(reactor))
+    except ConfigurationError as e:
+        sys.stderr.write(f"pyrowire: error: {e}\n")
+        raise SystemExit(1) from None
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    reactor.callWhenRunning(service.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()  # type: ignore[attr-defined]

@@ -1,0 +1,204 @@
+"""The queue in Redis, spoken to with txredisapi and hidden behind one small class.
+
+Every state change that must not be split by a crash is one Lua script, so
+one round trip: accept (de-duplicate + enqueue), finish (drop from in-flight +
+record + trim), reclaim (move a dead worker's in-flight messages back).
+A worker's blocking pop runs on a connection of its own (:class:`Popper`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import txredisapi
+from twisted.internet.defer import Deferred
+
+from pyrowire.errors import RedisUnavailable
+from pyrowire.keys import DEDUPE_SECONDS, HEARTBEAT_SECONDS, TopicKeys
+from pyrowire.runconfig import RedisAddress
+
+# KEYS: seen, queue. ARGV: answer, ttl, payload ('' = answer only, nothing queued).
+# Returns the earlier answer when the MessageSid was seen before, else nil.
+ACCEPT = """
+local prior = redis.call('GET', KEYS[1])
+if prior then return prior end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[3] ~= '' then redis.call('LPUSH', KEYS[2], ARGV[3]) end
+return false
+"""
+
+# KEYS: inflight, records. ARGV: payload, record, retention.
+FINISH = """
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+return 1
+"""
+
+# KEYS: inflight, queue, alive, workers. ARGV: worker id, 'force' or ''.
+# Moves the worker's in-flight messages back to the consuming end of the queue,
+# oldest first, unless the worker is still alive and this is not forced.
+RECLAIM = """
+if ARGV[2] ~= 'force' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do n = n + 1 end
+redis.call('SREM', KEYS[4], ARGV[1])
+redis.call('DEL', KEYS[3])
+return n
+"""
+
+# KEYS: workers, alive (pairs per topic). ARGV: worker id, ttl.
+HEARTBEAT = """
+for i = 1, #KEYS, 2 do
+  redis.call('SADD', KEYS[i], ARGV[1])
+  redis.call('SET', KEYS[i + 1], '1', 'EX', ARGV[2])
+end
+return 1
+"""
+
+# KEYS: list. ARGV: item, retention.
+PUSH_CAPPED = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return 1
+"""
+
+
+def _connect(address: RedisAddress, poolsize: int, reply_timeout: float | None) -> Any:
+    common: dict[str, Any] = {
+        "dbid": address.db,
+        "password": address.password,
+        "connectTimeout": 5,
+        "replyTimeout": reply_timeout,
+        "convertNumbers": False,
+    }
+    if address.username:
+        common["username"] = address.username
+    if address.kind == "unix":
+        return txredisapi.lazyUnixConnectionPool(address.path, poolsize=poolsize, **common)
+    return txredisapi.lazyConnectionPool(
+        address.host, address.port, poolsize=poolsize, ssl_context_factory=address.kind == "tls", **common
+    )
+
+
+class Popper:
+    """One connection that only does blocking pops, so a parked pop stalls nothing else."""
+
+    def __init__(self, address: RedisAddress) -> None:
+        self._conn = _connect(address, 1, None)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._conn._factory.size)
+
+    def pop(self, keys: TopicKeys, worker: str, timeout: int) -> Deferred[str | None]:
+        """Move the oldest queued message into this worker's in-flight list, waiting up to timeout s."""
+        d: Deferred[str | None] = self._conn.execute_command(
+            "BLMOVE", keys.queue, keys.inflight(worker), "RIGHT", "LEFT", timeout
+        )
+        return d
+
+    def close(self) -> Deferred[None]:
+        d: Deferred[None] = self._conn.disconnect()
+        return d
+
+
+class RedisStore:
+    """pyrowire's queue operations on one Redis, through a small connection pool."""
+
+    def __init__(self, address: RedisAddress, prefix: str = "pyrowire", poolsize: int = 4,
+                 reply_timeout: float = 5.0) -> None:
+        self.address = address
+        self.prefix = prefix
+        self._poolsize = poolsize
+        self._reply_timeout = reply_timeout
+        self._pool: Any = None
+        self._keys: dict[str, TopicKeys] = {}
+
+    def keys(self, topic: str) -> TopicKeys:
+        k = self._keys.get(topic)
+        if k is None:
+            k = self._keys[topic] = TopicKeys(self.prefix, topic)
+        return k
+
+    def start(self, address: RedisAddress | None = None) -> None:
+        """Open the pool (lazily: commands fail fast with RedisUnavailable until it is up)."""
+        if address is not None:
+            self.address = address
+        self._pool = _connect(self.address, self._poolsize, self._reply_timeout)
+
+    def stop(self) -> Deferred[None]:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return Deferred.fromCoroutine(_nothing())
+        d: Deferred[None] = pool.disconnect()
+        return d
+
+    def popper(self) -> Popper:
+        return Popper(self.address)
+
+    @property
+    def connected(self) -> bool:
+        return self._pool is not None and bool(self._pool._factory.size)
+
+    async def _run(self, method: str, *args: Any) -> Any:
+        if not self.connected:
+            raise RedisUnavailable(f"not connected to Redis at {self.address.display()}")
+        try:
+            return await getattr(self._pool, method)(*args)
+        except (txredisapi.ConnectionError, txredisapi.TimeoutError) as e:
+            raise RedisUnavailable(f"Redis at {self.address.display()}: {e}") from None
+
+    async def _script(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._run("eval", script, list(keys), list(args))
+
+    async def ping(self) -> bool:
+        return bool(await self._run("ping"))
+
+    async def accept(self, topic: str, sid: str, answer: str, payload: str | None) -> str | None:
+        """Remember ``answer`` for ``sid`` and queue ``payload``, or return the earlier answer."""
+        k = self.keys(topic)
+        prior = await self._script(ACCEPT, (k.seen(sid), k.queue), (answer, DEDUPE_SECONDS, payload or ""))
+        return None if prior is None else str(prior)
+
+    async def finish(self, topic: str, worker: str, payload: str, record: str, kind: str,
+                     retention: int) -> None:
+        """Drop ``payload`` from the worker's in-flight list and record it as ``kind`` (complete/errors/dead)."""
+        k = self.keys(topic)
+        await self._script(FINISH, (k.inflight(worker), getattr(k, kind)), (payload, record, retention))
+
+    async def heartbeat(self, topics: Iterable[str], worker: str, ttl: int = HEARTBEAT_SECONDS) -> None:
+        """Say this worker is alive for ``ttl`` seconds, for every topic it serves."""
+        keys: list[str] = []
+        for topic in topics:
+            k = self.keys(topic)
+            keys += [k.workers, k.alive(worker)]
+        if keys:
+            await self._script(HEARTBEAT, keys, (worker, ttl))
+
+    async def workers(self, topic: str) -> list[str]:
+        members = await self._run("smembers", self.keys(topic).workers)
+        return sorted(str(m) for m in members)
+
+    async def reclaim(self, topic: str, worker: str, force: bool = False) -> int:
+        """Put a worker's in-flight messages back on the queue; -1 when it is alive and not forced."""
+        k = self.keys(topic)
+        n = await self._script(
+            RECLAIM, (k.inflight(worker), k.queue, k.alive(worker), k.workers), (worker, "force" if force else "")
+        )
+        return int(n)
+
+    async def push_capped(self, key: str, item: str, retention: int) -> None:
+        await self._script(PUSH_CAPPED, (key,), (item, retention))
+
+    async def lrange(self, key: str, start: int = 0, stop: int = -1) -> list[str]:
+        items = await self._run("lrange", key, start, stop)
+        return [str(i) for i in items]
+
+    async def llen(self, key: str) -> int:
+        return int(await self._run("llen", key))
+
+
+async def _nothing() -> None:
+    return None

@@ -1,0 +1,173 @@
+"""The Twilio webhook: ``GET``/``POST /queue/<topic>`` answered with TwiML at once.
+
+Order of checks: topic (404), size (413), signature (403), required fields
+(400), validators (TwiML with the validator's message), then one Redis round
+trip that de-duplicates the MessageSid and queues the message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from pyrowire import signature, twiml
+from pyrowire.errors import BadRequest, RedisUnavailable
+from pyrowire.message import parse_message
+from pyrowire.settings import Topic
+from pyrowire.validators import first_failure
+
+if TYPE_CHECKING:
+    from pyrowire.app import App
+    from pyrowire.store import RedisStore
+
+MAX_BODY = 64 * 1024
+ACCEPTED = "a"
+INVALID = "v:"
+
+
+def _decode(pairs: Mapping[bytes, Sequence[bytes]]) -> dict[str, list[str]]:
+    try:
+        return {k.decode("utf-8"): [v.decode("utf-8") for v in vs] for k, vs in pairs.items()}
+    except UnicodeDecodeError:
+        raise BadRequest(400, "The request's parameters are not valid UTF-8.") from None
+
+
+def _parse(query: bytes, strict: bool = False) -> dict[str, list[str]]:
+    try:
+        parsed = parse_qs(query.decode("utf-8"), keep_blank_values=True, strict_parsing=strict, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest(400, "The request's parameters are not a valid UTF-8 form.") from None
+    return parsed
+
+
+class Webhook:
+    """The webhook and operational endpoints of one App, as a Klein application."""
+
+    router = Klein()
+    log = Logger()
+
+    def __init__(self, app: App, store: RedisStore, clock: IReactorTime, public_url: str | None = None) -> None:
+        self.app = app
+        self.store = store
+        self.clock = clock
+        self.public_url = public_url
+        self._redis_down = False
+
+    def resource(self) -> Any:
+        return self.router.resource()
+
+    # --- the webhook -------------------------------------------------------
+
+    @router.route("/queue/<string:topic>", methods=["GET", "POST"])
+    async def queue(self, request: IRequest, topic: str) -> bytes:
+        conf = self.app.settings.topics.get(topic)
+        if conf is None:
+            return self._plain(request, 404, f"There is no topic called {topic!r}.")
+        try:
+            params = self._params(request)
+            if conf.validate_signature:
+                self._check_signature(request, conf, params)
+            message = parse_message(topic, params)
+        except BadRequest as e:
+            return self._plain(request, e.status, e.sentence)
+        request.setHeader(b"Content-Type", b"text/xml; charset=utf-8")
+        return await self._answer(conf, message)
+
+    def _params(self, request: IRequest) -> dict[str, list[str]]:
+        length = request.getHeader(b"content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY:
+            raise BadRequest(413, "The request body is larger than 64 KiB.")
+        if request.method == b"GET":
+            return _parse(request.uri.partition(b"?")[2])
+        content = request.content
+        content.seek(0, 2)
+        if content.tell() > MAX_BODY:
+            raise BadRequest(413, "The request body is larger than 64 KiB.")
+        content.seek(0)
+        return _parse(content.read())
+
+    def _url(self, request: IRequest) -> str:
+        uri = request.uri.decode("utf-8", "replace")
+        if self.public_url:
+            return self.public_url + uri
+        proto = request.getHeader(b"x-forwarded-proto")
+        if proto:
+            scheme = proto.split(b",")[0].strip().decode("ascii", "replace")
+        else:
+            scheme = "https" if request.isSecure() else "http"
+        host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
+        return f"{scheme}://{host}{uri}"
+
+    def _check_signature(self, request: IRequest, conf: Topic, params: Mapping[str, Sequence[str]]) -> None:
+        token = conf.twilio.auth_token or ""
+        given = request.getHeader(b"x-twilio-signature")
+        signed = {} if request.method == b"GET" else params
+        if not given or not signature.is_valid(self._url(request), signed, given.decode("ascii", "replace"), token):
+            raise BadRequest(403, "The X-Twilio-Signature header is missing or does not match.")
+
+    async def _answer(self, conf: Topic, message: dict[str, Any]) -> bytes:
+        checks = self.app.checks(conf)
+        failure = await first_failure(checks, message) if checks else None
+        if failure is None:
+            answer = ACCEPTED
+            payload: str | None = json.dumps({"message": message, "received_at": self.clock.seconds()})
+        else:
+            answer = INVALID + failure[0]
+            payload = None
+        try:
+            prior = await self.store.accept(conf.name, message["sid"], answer, payload)
+        except RedisUnavailable as e:
+            if failure is not None:
+                return twiml.response(failure[1])
+            if not self._redis_down:
+                self._redis_down = True
+                self.log.error("Redis unavailable, answering error_response: {error}", error=str(e))
+            self.log.debug("{topic} {sid} refused: Redis unavailable", topic=conf.name, sid=message["sid"],
+                           outcome="redis-down")
+            return twiml.response(conf.error_response)
+        if self._redis_down:
+            self._redis_down = False
+            self.log.info("Redis is back")
+        if prior is not None:
+            self.log.debug("{topic} {sid} seen before", topic=conf.name, sid=message["sid"], outcome="duplicate")
+            return self._replay(conf, prior)
+        if failure is not None:
+            self.log.debug("{topic} {sid} invalid: {validator}", topic=conf.name, sid=message["sid"],
+                           validator=failure[0], outcome="invalid")
+            return twiml.response(failure[1])
+        self.log.debug("{topic} {sid} queued", topic=conf.name, sid=message["sid"], outcome="queued")
+        if conf.send_on_accept and conf.accept_response:
+            self.app.send_accept(conf, message)
+        return twiml.response(conf.accept_response)
+
+    def _replay(self, conf: Topic, prior: str) -> bytes:
+        if prior.startswith(INVALID):
+            text = conf.validators.get(prior[len(INVALID):])
+            if text is not None:
+                return twiml.response(text)
+        return twiml.response(conf.accept_response)
+
+    @staticmethod
+    def _plain(request: IRequest, status: int, sentence: str) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return (sentence + "\n").encode("utf-8")
+
+    # --- operations --------------------------------------------------------
+
+    @router.route("/health", methods=["GET"])
+    async def health(self, request: IRequest) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        try:
+            await self.store.ping()
+        except RedisUnavailable:
+            request.setResponseCode(503)
+            return json.dumps({"status": "unavailable", "redis": "unreachable"}).encode()
+        return json.dumps({"status": "ok", "redis": "ok"}).encode()

