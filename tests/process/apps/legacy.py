@@ -1,0 +1,25 @@
+"""An app written with the 2014 module-level API."""
+
+import pyrowire
+import settings
+
+TOPICS = dict(settings.TOPICS, echo=settings.topic(validators={"must_say_yo": "Say yo."}))
+pyrowire.configure({"TOPICS": TOPICS, "PROFILES": settings.PROFILES})
+
+
+@pyrowire.validator(name="must_say_yo")
+def must_say_yo(message):
+    return "yo" not in message["message"].lower()
+
+
+@pyrowire.handler(topic="echo")
+def echo(message):
+    message["reply"] = "legacy " + message["message"]
+    return pyrowire.sms(message)
+
+
+for _name in ("slow", "once", "greet", "open"):
+    pyrowire.handler(topic=_name)(lambda message: message)
+
+if __name__ == "__main__":
+    pyrowire.run()

@@ -1,0 +1,110 @@
+"""Worker processes: crash recovery, concurrency, and the other ways of starting pyrowire."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.conftest import redis_command
+from tests.process.harness import Deployment, send_webhook, wait_for, webhook_params
+from tests.redis_server import RedisServer
+
+
+def test_sigkilled_worker_message_is_handled_by_the_next(deployment: Deployment,
+                                                        redis_server: RedisServer) -> None:
+    """A worker SIGKILLed mid-handler loses nothing: a worker started after it handles the message."""
+    web, base = deployment.twistd("--app", "app", "--role", "web")
+    web.wait_healthy(base)
+    first, _ = deployment.twistd("--app", "app", "--role", "worker", "--topic", "once")
+    first.wait_log("serving once")
+    assert send_webhook(base, "once", webhook_params("SMkill1", "survive"))[0] == 200
+    marker = deployment.dir / "markers" / "SMkill1"
+    wait_for(marker.exists, 10, "the handler to start")
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(10)
+    inflight = redis_command(redis_server.port, "KEYS", "pyrowire:{once}:inflight:*")
+    assert b"inflight" in inflight  # the message is still held by the dead worker
+    killed_at = time.monotonic()
+    second, _ = deployment.twistd("--app", "app", "--role", "worker", "--topic", "once")
+    replies = deployment.twilio.wait_messages(1, timeout=35)
+    assert replies[0]["body"] == "finally survive"
+    assert time.monotonic() - killed_at < 30
+    assert "put back 1 once messages of dead worker" in second.output
+    assert second.terminate() == 0
+    web.terminate()
+
+
+def test_concurrency_20_runs_slow_handlers_at_once(deployment: Deployment) -> None:
+    """With --concurrency 20, 40 messages whose handler waits 200 ms are all replied to in under 2.5 s."""
+    web, base = deployment.twistd("--app", "app", "--role", "web")
+    web.wait_healthy(base)
+    for i in range(40):
+        assert send_webhook(base, "slow", webhook_params(f"SMslow{i}", f"n{i}"))[0] == 200
+    started = time.monotonic()
+    worker, _ = deployment.twistd("--app", "app", "--role", "worker", "--topic", "slow", "--concurrency", "20")
+    worker.wait_log("serving slow", timeout=10)
+    ready = time.monotonic()
+    deployment.twilio.wait_messages(40, timeout=10)
+    finished = time.monotonic()
+    assert finished - ready < 2.5, f"40 messages took {finished - ready:.2f}s after start-up"
+    assert finished - started < 10
+    assert worker.terminate() == 0
+    web.terminate()
+
+
+def test_module_level_api_app(deployment: Deployment) -> None:
+    """An app written with pyrowire.configure/handler/validator/sms runs under twistd."""
+    process, base = deployment.twistd("--app", "legacy")
+    process.wait_healthy(base)
+    status, body = send_webhook(base, "echo", webhook_params("SMleg1", "no greeting"))
+    assert status == 200 and "Say yo." in body
+    status, body = send_webhook(base, "echo", webhook_params("SMleg2", "yo there"))
+    assert status == 200 and "Great" in body
+    assert deployment.twilio.wait_messages(1)[0]["body"] == "legacy yo there"
+    assert process.terminate() == 0
+
+
+def test_tac_file_configured_by_environment(deployment: Deployment) -> None:
+    """twistd -ny pyrowire.tac runs the same service, configured by PYROWIRE_APP, PORT and REDIS_URL."""
+    from tests.redis_server import free_port
+
+    port = free_port()
+    env = deployment.env(PYROWIRE_APP="app", PORT=str(port), REDIS_URL=deployment.redis_url, TOPIC="echo")
+    process, base = deployment.twistd(tac=True, port=port, env=env)
+    process.wait_healthy(base)
+    assert send_webhook(base, "echo", webhook_params("SMtac1", "from tac"))[0] == 200
+    assert deployment.twilio.wait_messages(1)[0]["body"] == "echo: from tac"
+    assert process.terminate() == 0
+
+
+def _pids_of(binary_name: str, cwd_prefix: Path) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(binary_name.encode() in part for part in cmdline[:1]) and any(
+            str(cwd_prefix).encode() in part for part in cmdline
+        ):
+            pids.append(int(entry))
+    return pids
+
+
+def test_embedded_redis_round_trip_leaves_nothing_behind(deployment: Deployment) -> None:
+    """--redis embedded serves a round trip, keeps its data under the working directory, and stops with pyrowire."""
+    process, base = deployment.twistd("--app", "app", "--redis", "embedded")
+    process.wait_healthy(base)
+    assert send_webhook(base, "echo", webhook_params("SMemb1", "embedded"))[0] == 200
+    assert deployment.twilio.wait_messages(1)[0]["body"] == "echo: embedded"
+    data = deployment.dir / ".pyrowire" / "redis"
+    assert data.is_dir()
+    assert _pids_of("valkey-server", deployment.dir) or _pids_of("redis-server", deployment.dir)
+    assert process.terminate() == 0
+    assert _pids_of("valkey-server", deployment.dir) == []
+    assert _pids_of("redis-server", deployment.dir) == []
+    assert not (data / "redis.sock").exists()

@@ -1,0 +1,257 @@
+"""TwilioClient against the in-memory FakeTwilio resource, through StubTreq and a task.Clock."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import pytest
+from treq.client import HTTPClient
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.iweb import IAgent
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from pyrowire.errors import ConfigurationError, TwilioError
+from pyrowire.fake_twilio import FakeTwilio
+from pyrowire.settings import TwilioConfig
+from pyrowire.twilio import TwilioClient
+
+SID = "AC" + "0" * 32
+TOKEN = "s3cr3t-token-value-that-must-not-leak"
+CREDS = TwilioConfig(
+    account_sid=SID, auth_token=TOKEN, from_number="+15005550006", sandbox=False, api_base="https://api.test"
+)
+
+
+def make_client(resource: Resource, clock: Clock | None = None) -> tuple[TwilioClient, Any, Clock]:
+    """A TwilioClient talking to ``resource`` in memory, the StubTreq under it, and its clock."""
+    clock = clock or Clock()
+    stub: Any = StubTreq(resource)
+    return TwilioClient(clock, http=cast(HTTPClient, stub)), stub, clock
+
+
+def result_of(d: Deferred[Any]) -> Any:
+    """The synchronous result of ``d``, failing the test when it has not fired."""
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+def failure_of(d: Deferred[Any], kind: type[Exception] = TwilioError) -> Any:
+    """The exception ``d`` failed with, checked to be a ``kind``."""
+    with pytest.raises(kind) as info:
+        result_of(d)
+    return info.value
+
+
+def test_send_returns_the_sid_and_the_fake_records_the_message() -> None:
+    """A send answers Twilio's SID and posts To, From, Body, each MediaUrl and StatusCallback."""
+    fake = FakeTwilio(auth_token=TOKEN)
+    client, _, _ = make_client(fake)
+    d = client.send(
+        CREDS,
+        to="+15551234567",
+        body="hello",
+        media_urls=["https://m.test/a.png", "https://m.test/b.png"],
+        status_callback="https://app.test/status",
+    )
+    sid = result_of(d)
+    assert sid.startswith("SM") and len(sid) == 34
+    [message] = fake.messages
+    assert (message.sid, message.account, message.to, message.from_) == (
+        sid,
+        SID,
+        "+15551234567",
+        "+15005550006",
+    )
+    assert message.body == "hello"
+    assert message.media_urls == ["https://m.test/a.png", "https://m.test/b.png"]
+    assert message.status_callback == "https://app.test/status"
+    assert message.messaging_service_sid is None
+
+
+def test_media_only_send_omits_the_body() -> None:
+    """With body None no Body parameter is sent, and a MediaUrl alone is accepted."""
+    fake = FakeTwilio()
+    client, _, _ = make_client(fake)
+    result_of(client.send(CREDS, to="+15551234567", media_urls=["https://m.test/a.png"]))
+    assert fake.messages[0].body is None
+
+
+def test_messaging_service_sid_is_used_instead_of_from() -> None:
+    """When messaging_service_sid is set it is sent, and From is not."""
+    fake = FakeTwilio()
+    client, _, _ = make_client(fake)
+    creds = TwilioConfig(SID, TOKEN, "+15005550006", "MG" + "1" * 32, False, "https://api.test")
+    result_of(client.send(creds, to="+15551234567", body="hi"))
+    assert fake.messages[0].messaging_service_sid == "MG" + "1" * 32
+    assert fake.messages[0].from_ is None
+
+
+def test_invalid_number_raises_twilio_error_with_code_and_status() -> None:
+    """A 400 with code 21211 becomes a non-retryable TwilioError carrying code, status and message."""
+    client, _, _ = make_client(FakeTwilio())
+    error = failure_of(client.send(CREDS, to="not-a-number", body="hi"))
+    assert (error.code, error.status) == (21211, 400)
+    assert "Invalid 'To' Phone Number" in error.message
+    assert error.more_info == "https://www.twilio.com/docs/errors/21211"
+    assert not error.retryable
+
+
+def test_server_error_is_retryable() -> None:
+    """A 500 from Twilio becomes a TwilioError with status 500 that says it is retryable."""
+    fake = FakeTwilio()
+    fake.fail_next(status=500, count=1, code=20500, message="Internal Server Error")
+    client, _, _ = make_client(fake)
+    error = failure_of(client.send(CREDS, to="+15551234567", body="hi"))
+    assert (error.status, error.code, error.message) == (500, 20500, "Internal Server Error")
+    assert error.retryable
+    assert result_of(client.send(CREDS, to="+15551234567", body="again")).startswith("SM")
+
+
+def test_wrong_token_is_refused_with_401() -> None:
+    """Credentials the fake does not know give TwilioError 20003 with HTTP 401."""
+    client, _, _ = make_client(FakeTwilio(auth_token="another-token"))
+    error = failure_of(client.send(CREDS, to="+15551234567", body="hi"))
+    assert (error.code, error.status) == (20003, 401)
+
+
+class EchoingProxy(Resource):
+    """A misbehaving proxy answering 502 in plain text that echoes the Authorization header."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        """Answer 502 with the request's credentials in the body."""
+        request.setResponseCode(502)
+        auth = request.getHeader(b"authorization") or b""
+        return b"Bad gateway for " + bytes(request.getPassword()) + b" / " + auth
+
+
+def test_non_json_error_body_is_tolerated_and_scrubbed() -> None:
+    """A non-JSON 502 becomes a retryable TwilioError whose text never holds the token."""
+    client, _, _ = make_client(EchoingProxy())
+    error = failure_of(client.send(CREDS, to="+15551234567", body="hi"))
+    assert (error.code, error.status, error.retryable) == (None, 502, True)
+    assert "Bad gateway" in error.message
+
+
+def test_auth_token_never_appears_in_errors_or_reprs() -> None:
+    """Neither repr nor str of errors, client or credentials contains the auth token."""
+    fake = FakeTwilio(auth_token="another-token")
+    fake_client, _, _ = make_client(fake)
+    proxy_client, _, _ = make_client(EchoingProxy())
+    errors = [
+        failure_of(fake_client.send(CREDS, to="+15551234567", body="hi")),
+        failure_of(proxy_client.send(CREDS, to="+15551234567", body="hi")),
+        failure_of(proxy_client.send(CREDS, to="bad", body="hi")),
+    ]
+    texts = [repr(e) for e in errors] + [str(e) for e in errors]
+    texts += [repr(fake_client), repr(proxy_client), repr(CREDS), repr(proxy_client._accounts)]
+    for text in texts:
+        assert TOKEN not in text
+
+
+def test_no_answer_times_out_as_retryable_error() -> None:
+    """A send Twilio never answers fails after the timeout with status None."""
+    fake = FakeTwilio()
+    fake.hang_next(1)
+    client, _, clock = make_client(fake)
+    d = client.send(CREDS, to="+15551234567", body="hi")
+    assert not d.called
+    clock.advance(15)
+    error = failure_of(d)
+    assert (error.code, error.status, error.retryable) == (None, None, True)
+    assert "did not answer within 15 seconds" in error.message
+    assert fake.release_hung() == 1
+
+
+@implementer(IAgent)
+class RefusingAgent:
+    """An agent whose every connection is refused."""
+
+    def request(
+        self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None
+    ) -> Deferred[Any]:
+        """Fail at once as a refused TCP connection does."""
+        return fail(ConnectionRefusedError("127.0.0.1", 1))
+
+
+def test_connection_refused_is_a_plain_twilio_error() -> None:
+    """A connection that cannot be made fails with a retryable TwilioError without status."""
+    client = TwilioClient(Clock(), http=HTTPClient(RefusingAgent()))
+    error = failure_of(client.send(CREDS, to="+15551234567", body="hi"))
+    assert (error.code, error.status, error.retryable) == (None, None, True)
+    assert error.message == "Could not connect to the Twilio API."
+
+
+def test_missing_credentials_are_a_configuration_error() -> None:
+    """Sending without an account SID and token fails with a ConfigurationError, not a request."""
+    fake = FakeTwilio()
+    client, _, _ = make_client(fake)
+    error = failure_of(client.send(TwilioConfig(), to="+15551234567", body="hi"), ConfigurationError)
+    assert error.option == "twilio"
+    assert fake.messages == []
+
+
+def test_close_fires_for_an_own_pool_and_an_injected_client() -> None:
+    """close() fires both when the client built its pool and when the HTTP client was injected."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    own = TwilioClient(MemoryReactorClock())
+    injected, _, _ = make_client(FakeTwilio())
+    assert result_of(own.close()) is None
+    assert result_of(injected.close()) is None
+
+
+def test_fake_control_endpoints() -> None:
+    """The fake lists and clears messages, queues failures with Retry-After, and counts hangs over HTTP."""
+    fake = FakeTwilio()
+    client, stub, _ = make_client(fake)
+    result_of(client.send(CREDS, to="+15551234567", body="one"))
+    listed = result_of(stub.get("https://api.test/_fake/messages"))
+    records = json.loads(result_of(listed.content()))
+    assert [(r["to"], r["from"], r["body"]) for r in records] == [("+15551234567", "+15005550006", "one")]
+    cleared = result_of(stub.delete("https://api.test/_fake/messages"))
+    assert cleared.code == 200 and fake.messages == []
+    spec = {"status": 429, "count": 2, "code": 20429, "message": "Too Many Requests", "retry_after": 3}
+    assert result_of(stub.post("https://api.test/_fake/fail", json=spec)).code == 200
+    url = f"https://api.test/2010-04-01/Accounts/{SID}/Messages.json"
+    for _ in range(2):
+        answer = result_of(stub.post(url, data={"To": "+15551234567", "From": "+1500", "Body": "x"}))
+        assert answer.code == 429
+        assert answer.headers.getRawHeaders(b"retry-after") == [b"3"]
+    assert result_of(client.send(CREDS, to="+15551234567", body="two")).startswith("SM")
+    assert result_of(stub.post("https://api.test/_fake/hang", json={"count": 1})).code == 200
+    d = client.send(CREDS, to="+15551234567", body="three")
+    assert not d.called
+    released = result_of(stub.delete("https://api.test/_fake/hang"))
+    assert json.loads(result_of(released.content())) == {"released": 1}
+    stub.flush()
+    assert failure_of(d).status == 503
+
+
+@pytest.mark.parametrize(
+    ("form", "code"),
+    [
+        ({"From": "+15005550006", "Body": "x"}, 21604),
+        ({"To": "+15551234567", "Body": "x"}, 21603),
+        ({"To": "+15551234567", "From": "+15005550006"}, 21602),
+        ({"To": "+15551234567", "From": "+15005550006", "Body": "x" * 1601}, 21617),
+    ],
+)
+def test_fake_validates_parameters(form: dict[str, str], code: int) -> None:
+    """The fake refuses a send missing To, From or Body (or too long) with Twilio's code and 400."""
+    stub: Any = StubTreq(FakeTwilio())
+    answer = result_of(stub.post(f"https://api.test/2010-04-01/Accounts/{SID}/Messages.json", data=form))
+    body = json.loads(result_of(answer.content()))
+    assert (answer.code, body["code"], body["status"]) == (400, code, 400)
