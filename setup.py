@@ -30,7 +30,6 @@ setup(
             "fakeredis>=2.20",
         ],
     },
-    entry_points={"console_scripts": ["pyrowire = pyrowire.cli:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

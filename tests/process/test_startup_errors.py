@@ -1,0 +1,61 @@
+"""A wrong start-up value ends twistd with one clear line and a non-zero status, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.process.harness import Deployment
+
+CASES = [
+    (["--app", "app", "--topic", "nope"], "--topic: unknown topic 'nope'"),
+    (["--app", "app", "--role", "chef"], "--role: unknown role 'chef'"),
+    (["--app", "app", "--profile", "staging"], "--profile: unknown profile 'staging'"),
+    (["--app", "broken"], "--app: cannot import 'broken': ModuleNotFoundError: No module named 'no_such_module_anywhere'"),
+    (["--app", "partial"], "has no handler"),
+    (["--app", "malformed"], "TOPICS['echo'].max_message_length: must be between 1 and 1600"),
+    (["--app", "app", "--listen", "nonsense:what"], "--listen:"),
+    (["--app", "app", "--concurrency", "zero"], "--concurrency: must be a number"),
+    (["--app", "app", "--redis", "ftp://x"], "--redis: unsupported scheme 'ftp'"),
+]
+
+
+@pytest.mark.parametrize(("options", "expected"), CASES, ids=[c[1][:24] for c in CASES])
+def test_bad_start_up_is_one_line(deployment: Deployment, options: list[str], expected: str) -> None:
+    """Each wrong option or setting stops start-up with a non-zero status and one line naming it."""
+    process, _ = deployment.twistd(*options)
+    code = process.process.wait(15)
+    output = process.output
+    assert code != 0
+    assert expected in output, output
+    assert "Traceback" not in output
+    error_lines = [line for line in output.splitlines() if "pyrowire: error:" in line]
+    assert len(error_lines) == 1, output
+
+
+def test_unreachable_redis_names_the_address_without_password(deployment: Deployment) -> None:
+    """Redis that does not answer ends start-up with one line naming the address, never the password."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    process, _ = deployment.twistd("--app", "app", "--redis", f"redis://:hunter2secret@127.0.0.1:{port}/0")
+    code = process.process.wait(15)
+    output = process.output
+    assert code != 0
+    assert f"cannot reach Redis at redis://127.0.0.1:{port}/0" in output
+    assert "hunter2secret" not in output
+    assert "Traceback" not in output
+
+
+def test_listen_port_in_use(deployment: Deployment) -> None:
+    """A listen port already taken ends start-up with one line naming --listen."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        process, _ = deployment.twistd("--app", "app", "--listen", f"tcp:port={port}:interface=127.0.0.1")
+        code = process.process.wait(15)
+    assert code != 0
+    assert "pyrowire: error: --listen: cannot listen on" in process.output
+    assert "Traceback" not in process.output
