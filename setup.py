@@ -27,7 +27,9 @@ setup(
             "pytest-twisted>=1.14",
             "hypothesis>=6",
             "twilio>=9",
-            "fakeredis>=2.20",
+            "ruff>=0.6",
+            "mypy>=1.11",
+            "mypy-zope>=1.0",
         ],
     },
     classifiers=[

@@ -339,7 +339,7 @@ class EmbeddedRedis(Service):
         return output.when_ended().addCallback(ended)
 
     def _kill(self) -> None:
-        self.log.warn("embedded redis did not stop within {seconds} s; killing it", seconds=KILL_AFTER)  # noqa: G010
+        self.log.warn("embedded redis did not stop within {seconds} s; killing it", seconds=KILL_AFTER)
         self._signal("KILL")
 
     def _release(self) -> None:

@@ -121,7 +121,9 @@ def _listen(options: Mapping[str, Any], environ: Mapping[str, str], profile: Pro
             raise ConfigurationError("PORT", f"must be a port number, not {port_text!r}")
         return f"tcp:port={int(port_text)}:interface={interface}"
     if profile.port == 0:
-        raise ConfigurationError("--listen", f"profile {profile.name!r} has port 0, which means $PORT, and PORT is not set")
+        raise ConfigurationError(
+            "--listen", f"profile {profile.name!r} has port 0, which means $PORT, and PORT is not set"
+        )
     return f"tcp:port={profile.port}:interface={interface}"
 
 

@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -26,7 +26,7 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "Run a pyrowire application: the Twilio webhook, the workers, or both."
 
-    optParameters = [
+    optParameters: ClassVar[list[list[str | None]]] = [
         ["app", "a", None, "the application, MODULE[:ATTR] (env PYROWIRE_APP)"],
         ["role", "r", None, "all, web or worker (env RUN; default all)"],
         ["listen", "l", None, "a Twisted server endpoint description for the webhook (env PORT)"],

@@ -94,7 +94,7 @@ class Webhook:
         return _parse(content.read())
 
     def _url(self, request: IRequest) -> str:
-        uri = request.uri.decode("utf-8", "replace")
+        uri: str = request.uri.decode("utf-8", "replace")
         if self.public_url:
             return self.public_url + uri
         proto = request.getHeader(b"x-forwarded-proto")

@@ -150,7 +150,7 @@ class TopicWorker(Service):
                                    self.topic.retention)
                 return
             except RedisUnavailable as e:
-                if delay is None or not self.running and attempt > 1:
+                if delay is None or (not self.running and attempt > 1):
                     # left in the in-flight list: recovery puts it back once this worker is gone
                     self.log.error("could not record {topic} message: {error}", topic=self.topic.name, error=str(e))
                     return

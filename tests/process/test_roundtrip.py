@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from tests.process.harness import Deployment, send_webhook, webhook_params, wait_for
 from tests.conftest import redis_command
+from tests.process.harness import Deployment, send_webhook, webhook_params
 
 ACCEPT = ('<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
           "Great, we'll get right back to you.</Message></Response>")

@@ -12,7 +12,7 @@ CASES = [
     (["--app", "app", "--topic", "nope"], "--topic: unknown topic 'nope'"),
     (["--app", "app", "--role", "chef"], "--role: unknown role 'chef'"),
     (["--app", "app", "--profile", "staging"], "--profile: unknown profile 'staging'"),
-    (["--app", "broken"], "--app: cannot import 'broken': ModuleNotFoundError: No module named 'no_such_module_anywhere'"),
+    (["--app", "broken"], "--app: cannot import 'broken': ModuleNotFoundError: No module named 'no_such_module"),
     (["--app", "partial"], "has no handler"),
     (["--app", "malformed"], "TOPICS['echo'].max_message_length: must be between 1 and 1600"),
     (["--app", "app", "--listen", "nonsense:what"], "--listen:"),

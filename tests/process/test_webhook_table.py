@@ -57,7 +57,7 @@ def test_webhook_table(deployment: Deployment, redis_server: RedisServer) -> Non
     assert send_webhook(base, "echo", webhook_params("SMsig3", "hi"), signature="AAAA")[0] == 403
 
     # body over 64 KiB
-    status, _, answer = request("POST", f"{base}/queue/open", b"Body=" + b"x" * (65 * 1024),
+    status, _, _ = request("POST", f"{base}/queue/open", b"Body=" + b"x" * (65 * 1024),
                                 {"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 413
 
