@@ -118,12 +118,27 @@ class App:
     async def _send(self, message: Mapping[str, Any], body: str | None, media_urls: Sequence[str]) -> str:
         if self.runtime is None:
             raise NotRunning("no pyrowire service of this app is running")
+        runtime = self.runtime
         topic = self._topic(message["topic"])
         inbound = message.get("sid")
-        sid = await self.runtime.sender.send(topic, to=message["number"], body=body, media_urls=media_urls,
+        exchange = runtime.exchanges.get(inbound) if inbound is not None else None
+        if exchange is None:
+            return await runtime.sender.send(topic, to=message["number"], body=body, media_urls=media_urls,
                                              in_reply_to=inbound)
-        if inbound is not None and inbound in self.runtime.outbound:
-            self.runtime.outbound[inbound].append(sid)
+        index = exchange.next_index
+        exchange.next_index += 1
+        sid = exchange.previous.get(index)
+        if sid is not None:
+            self.log.info("{topic} {inbound}: send {index} already went out as {sid}, not sending again",
+                          topic=topic.name, inbound=inbound, index=index, sid=sid)
+        else:
+            sid = await runtime.sender.send(topic, to=message["number"], body=body, media_urls=media_urls,
+                                            in_reply_to=inbound)
+            exchange.previous[index] = sid
+            d = Deferred.fromCoroutine(runtime.store.record_sent(topic.name, exchange.sid, index, sid))
+            d.addErrback(lambda f: self.log.warn("could not record send {sid}: {error}", sid=sid,
+                                                 error=f.getErrorMessage()))
+        exchange.sids.append(sid)
         return sid
 
     def send_accept(self, topic: Topic, message: Mapping[str, Any]) -> None:

@@ -63,6 +63,15 @@ class TopicKeys:
         return f"{self.base}:dead"
 
     @property
+    def attempts(self) -> str:
+        """Hash of MessageSid -> how many times a handler was started on it (counted before it runs)."""
+        return f"{self.base}:attempts"
+
+    def sent(self, sid: str) -> str:
+        """Hash of send index -> outbound SID for one inbound message, so a re-run sends nothing twice."""
+        return f"{self.base}:sent:{sid}"
+
+    @property
     def outbox(self) -> str:
         """List of sandbox outbound messages, newest first, capped at the topic's retention."""
         return f"{self.base}:outbox"

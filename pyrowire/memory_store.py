@@ -109,6 +109,7 @@ class MemoryStore:
         self._strings: dict[str, tuple[str, float | None]] = {}
         self._lists: dict[str, list[str]] = {}  # index 0 is Redis's LEFT end
         self._sets: dict[str, set[str]] = {}
+        self._hashes: dict[str, dict[str, str]] = {}
         self._waiters: list[_Waiter] = []
 
     def __repr__(self) -> str:
@@ -169,16 +170,45 @@ class MemoryStore:
             self._serve(k.queue)
         return None
 
-    async def finish(self, topic: str, worker: str, payload: str, record: str, kind: str,
-                     retention: int) -> None:
-        """Drop ``payload`` from the worker's in-flight list and record it as ``kind`` (complete/errors/dead)."""
+    async def finish(
+        self, topic: str, worker: str, payload: str, sid: str, record: str, kind: str, retention: int,
+        dead: bool = False,
+    ) -> None:
+        """Drop ``payload`` from the worker's in-flight list; record it as ``kind``; with ``dead``, dead-letter it."""
         self._check()
         k = self.keys(topic)
         self._lrem_first(k.inflight(worker), payload)
         target: str = getattr(k, kind)
         self._lpush(target, record)
         self._ltrim(target, 0, retention - 1)
+        self._hashes.get(k.attempts, {}).pop(sid, None)
+        self._hashes.pop(k.sent(sid), None)
+        if dead:
+            self._lpush(k.dead, payload)
         self._serve(target)
+
+    async def count_attempt(self, topic: str, sid: str) -> int:
+        self._check()
+        counts = self._hashes.setdefault(self.keys(topic).attempts, {})
+        counts[sid] = str(int(counts.get(sid, "0")) + 1)
+        return int(counts[sid])
+
+    async def record_sent(self, topic: str, sid: str, index: int, outbound: str) -> None:
+        self._check()
+        self._hashes.setdefault(self.keys(topic).sent(sid), {})[str(index)] = outbound
+
+    async def sent(self, topic: str, sid: str) -> dict[int, str]:
+        self._check()
+        return {int(k): v for k, v in self._hashes.get(self.keys(topic).sent(sid), {}).items()}
+
+    async def requeue_dead(self, topic: str) -> int:
+        self._check()
+        k = self.keys(topic)
+        dead = self._lists.pop(k.dead, [])
+        queue = self._lists.setdefault(k.queue, [])
+        queue[:0] = dead  # as LMOVE RIGHT→LEFT one by one: behind everything queued, oldest first
+        self._serve(k.queue)
+        return len(dead)
 
     async def heartbeat(self, topics: Iterable[str], worker: str, ttl: int = HEARTBEAT_SECONDS) -> None:
         """Say this worker is alive for ``ttl`` seconds, for every topic it serves."""

@@ -187,7 +187,12 @@ def resolve(
     has_handler: Callable[[str], bool] = lambda _topic: True,
 ) -> RunConfig:
     """Combine options, environment and settings into one checked RunConfig."""
-    profile = settings.profile(str(_first(options.get("profile"), environ.get("ENV"), "dev")))
+    try:
+        profile = settings.profile(str(_first(options.get("profile"), environ.get("ENV"), "dev")))
+    except ConfigurationError as e:
+        if options.get("profile") or not environ.get("ENV"):
+            raise
+        raise ConfigurationError("ENV", e.why) from None
     role_option = "--role" if options.get("role") else "RUN"
     role = str(_first(options.get("role"), environ.get("RUN"), "all")).lower()
     if role not in ROLES:

@@ -22,6 +22,16 @@ def new_worker_id() -> str:
 
 
 @dataclass
+class Exchange:
+    """One inbound message while its handler runs: the sends it made, and those of earlier runs."""
+
+    sid: str
+    sids: list[str] = field(default_factory=list)
+    previous: dict[int, str] = field(default_factory=dict)
+    next_index: int = 0
+
+
+@dataclass
 class Runtime:
     """The live parts one App uses while a service of it runs."""
 
@@ -29,5 +39,5 @@ class Runtime:
     sender: Sender
     clock: IReactorTime
     worker_id: str = field(default_factory=new_worker_id)
-    # inbound MessageSid -> outbound SIDs sent while its handler runs
-    outbound: dict[str, list[str]] = field(default_factory=dict)
+    # inbound MessageSid -> its exchange, while its handler runs
+    exchanges: dict[str, Exchange] = field(default_factory=dict)

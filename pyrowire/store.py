@@ -28,11 +28,30 @@ if ARGV[3] ~= '' then redis.call('LPUSH', KEYS[2], ARGV[3]) end
 return false
 """
 
-# KEYS: inflight, records. ARGV: payload, record, retention.
+# KEYS: inflight, records, attempts, sent, dead. ARGV: payload, record, retention, sid, dead ('1' or '').
+# Drops the message from in-flight, records it, forgets its attempts and sends; a dead
+# message is also kept whole in the dead-letter list (never trimmed: nothing is dropped silently).
 FINISH = """
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+redis.call('HDEL', KEYS[3], ARGV[4])
+redis.call('DEL', KEYS[4])
+if ARGV[5] == '1' then redis.call('LPUSH', KEYS[5], ARGV[1]) end
+return 1
+"""
+
+# KEYS: dead, queue. Moves every dead letter to the back of the queue, oldest first.
+REQUEUE = """
+local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do n = n + 1 end
+return n
+"""
+
+# KEYS: sent. ARGV: index, outbound sid, ttl.
+SENT = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
@@ -162,11 +181,36 @@ class RedisStore:
         prior = await self._script(ACCEPT, (k.seen(sid), k.queue), (answer, DEDUPE_SECONDS, payload or ""))
         return None if prior is None else str(prior)
 
-    async def finish(self, topic: str, worker: str, payload: str, record: str, kind: str,
-                     retention: int) -> None:
-        """Drop ``payload`` from the worker's in-flight list and record it as ``kind`` (complete/errors/dead)."""
+    async def finish(self, topic: str, worker: str, payload: str, sid: str, record: str, kind: str,
+                     retention: int, dead: bool = False) -> None:
+        """Drop ``payload`` from the worker's in-flight list and record it under ``kind`` (complete or errors).
+
+        With ``dead``, the message also goes to the topic's dead-letter list.
+        """
         k = self.keys(topic)
-        await self._script(FINISH, (k.inflight(worker), getattr(k, kind)), (payload, record, retention))
+        await self._script(
+            FINISH,
+            (k.inflight(worker), getattr(k, kind), k.attempts, k.sent(sid), k.dead),
+            (payload, record, retention, sid, "1" if dead else ""),
+        )
+
+    async def count_attempt(self, topic: str, sid: str) -> int:
+        """Count one more start of the handler on ``sid`` and return the count (1 for the first)."""
+        return int(await self._run("hincrby", self.keys(topic).attempts, sid, 1))
+
+    async def record_sent(self, topic: str, sid: str, index: int, outbound: str) -> None:
+        """Remember that the handler's ``index``-th send for inbound ``sid`` went out as ``outbound``."""
+        await self._script(SENT, (self.keys(topic).sent(sid),), (index, outbound, DEDUPE_SECONDS))
+
+    async def sent(self, topic: str, sid: str) -> dict[int, str]:
+        """The sends already made for inbound ``sid``, by index."""
+        found = await self._run("hgetall", self.keys(topic).sent(sid))
+        return {int(k): str(v) for k, v in found.items()}
+
+    async def requeue_dead(self, topic: str) -> int:
+        """Move every dead letter of ``topic`` back to the queue; returns how many."""
+        k = self.keys(topic)
+        return int(await self._script(REQUEUE, (k.dead, k.queue), ()))
 
     async def heartbeat(self, topics: Iterable[str], worker: str, ttl: int = HEARTBEAT_SECONDS) -> None:
         """Say this worker is alive for ``ttl`` seconds, for every topic it serves."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -22,13 +23,34 @@ from twisted.logger import Logger
 
 from pyrowire.calls import call_user
 from pyrowire.errors import RedisUnavailable
+from pyrowire.runtime import Exchange
 from pyrowire.settings import Topic
 
 if TYPE_CHECKING:
     from pyrowire.runtime import Runtime
 
+T = TypeVar("T")
+
 POP_TIMEOUT = 5
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before re-running a failed handler: 1, 2, 4 … capped at 60."""
+    return float(min(2 ** (attempt - 1), 60))
+
+
+def _observe(d: Deferred[Any]) -> Deferred[None]:
+    """A Deferred that fires when ``d`` does, and whose cancellation leaves ``d`` running."""
+    observer: Deferred[None] = Deferred()
+
+    def fired(result: object) -> object:
+        if not observer.called:
+            observer.callback(None)
+        return result
+
+    d.addBoth(fired)
+    return observer
 
 
 def _json_default(value: Any) -> Any:
@@ -110,51 +132,72 @@ class TopicWorker(Service):
 
     async def _handle(self, payload: str) -> None:
         rt = self.runtime
+        topic = self.topic.name
         envelope = json.loads(payload)
         message: dict[str, Any] = envelope["message"]
-        sid = message.get("sid", "")
-        started = self.clock.seconds()
-        outbound = rt.outbound.setdefault(sid, [])
-        kind = "complete"
+        sid = str(message.get("sid", ""))
+        store = rt.store
+        # the attempt is counted before the handler runs, so a SIGKILL mid-handler still uses one up
+        attempt = await self._persist(lambda: store.count_attempt(topic, sid))
+        if attempt is None:
+            return  # stopping while Redis is away: the message stays in flight for recovery
+        exchange = Exchange(sid)
+        if attempt > 1:
+            exchange.previous = await self._persist(lambda: store.sent(topic, sid)) or {}
+        rt.exchanges[sid] = exchange
         try:
-            result = await call_user(self.handler, message)
-        except Exception:
-            kind = "errors"
-            tb = traceback.format_exc()
-            record: dict[str, Any] = {"message": message, "error": tb.splitlines()[-1], "traceback": tb}
-            self.log.failure("handler for {topic} failed on {sid}", topic=self.topic.name, sid=sid, outcome="error")
-        else:
-            record = {"message": message, "result": message if result is None else result}
-        finally:
-            rt.outbound.pop(sid, None)
-        finished = self.clock.seconds()
-        record.update(
-            sids=outbound,
-            worker=rt.worker_id,
-            received_at=envelope.get("received_at"),
-            started_at=started,
-            finished_at=finished,
-        )
-        text = json.dumps(record, default=_json_default)
-        await self._finish(payload, text, kind)
-        self.log.info(
-            "{topic} {sid} {outcome} in {duration:.3f}s",
-            topic=self.topic.name, sid=sid, outcome=kind, duration=finished - started,
-        )
-
-    async def _finish(self, payload: str, record: str, kind: str) -> None:
-        store = self.runtime.store
-        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
-            try:
-                await store.finish(self.topic.name, self.runtime.worker_id, payload, record, kind,
-                                   self.topic.retention)
-                return
-            except RedisUnavailable as e:
-                if delay is None or (not self.running and attempt > 1):
-                    # left in the in-flight list: recovery puts it back once this worker is gone
-                    self.log.error("could not record {topic} message: {error}", topic=self.topic.name, error=str(e))
+            while True:
+                started = self.clock.seconds()
+                exchange.next_index = 0
+                exchange.sids = []
+                try:
+                    result = await call_user(self.handler, message)
+                except Exception:
+                    tb = traceback.format_exc()
+                    record: dict[str, Any] = {"message": message, "error": tb.splitlines()[-1], "traceback": tb}
+                    kind, dead = "errors", attempt >= self.topic.max_attempts
+                    self.log.failure("handler for {topic} failed on {sid} (attempt {attempt} of {max})",
+                                     topic=topic, sid=sid, attempt=attempt, max=self.topic.max_attempts,
+                                     outcome="dead" if dead else "retry")
+                else:
+                    record = {"message": message, "result": message if result is None else result}
+                    kind, dead = "complete", False
+                finished = self.clock.seconds()
+                record.update(sids=list(exchange.sids), worker=rt.worker_id, attempt=attempt,
+                              received_at=envelope.get("received_at"), started_at=started, finished_at=finished)
+                text = json.dumps(record, default=_json_default)
+                if kind == "complete" or dead:
+                    await self._persist(partial(store.finish, topic, rt.worker_id, payload, sid, text, kind,
+                                                self.topic.retention, dead))
+                    self.log.info("{topic} {sid} {outcome} in {duration:.3f}s", topic=topic, sid=sid,
+                                  outcome="complete" if kind == "complete" else "dead", duration=finished - started)
                     return
-                await deferLater(self.clock, delay)
+                await self._persist(partial(store.push_capped, store.keys(topic).errors, text, self.topic.retention))
+                await self._sleep(backoff(attempt))
+                if not self.running:
+                    return  # not started again: put back on stop
+                next_attempt = await self._persist(lambda: store.count_attempt(topic, sid))
+                if next_attempt is None:
+                    return
+                attempt = next_attempt
+        finally:
+            rt.exchanges.pop(sid, None)
+
+    async def _persist(self, operation: Callable[[], Awaitable[T]]) -> T | None:
+        """Run a Redis operation until it succeeds, backing off while Redis is away; None if stopped first."""
+        failures = 0
+        while True:
+            try:
+                return await operation()
+            except RedisUnavailable as e:
+                if not self.running:
+                    self.log.warn("{topic}: Redis away while stopping; message left in flight: {error}",
+                                  topic=self.topic.name, error=str(e))
+                    return None
+                if failures == 0:
+                    self.log.warn("{topic}: Redis away, retrying: {error}", topic=self.topic.name, error=str(e))
+                await deferLater(self.clock, RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)])
+                failures += 1
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -167,7 +210,8 @@ class TopicWorker(Service):
         if handling:
             self.log.info("waiting up to {grace}s for {n} {topic} handlers", grace=self.grace,
                           n=len(handling), topic=self.topic.name)
-            waiting = defer.DeferredList(handling, consumeErrors=True)
+            # wait on detached observers: the timeout must not cancel the handlers themselves
+            waiting = defer.DeferredList([_observe(d) for d in handling], consumeErrors=True)
             waiting.addTimeout(self.grace, self.clock)
             try:
                 await waiting

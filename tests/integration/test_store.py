@@ -112,7 +112,7 @@ async def test_finish_records_and_trims_to_retention(redis_server: RedisServer) 
         for i in range(5):
             await store.accept("echo", f"SM{i}", "a", f"m{i}")
             moved = await popper.pop(keys, "w1", 1)
-            await store.finish("echo", "w1", moved, f"record{i}", "complete", 3)
+            await store.finish("echo", "w1", moved, f"SM{i}", f"record{i}", "complete", 3)
         assert await store.llen(keys.inflight("w1")) == 0
         assert await store.lrange(keys.complete) == ["record4", "record3", "record2"]
     finally:

@@ -1,0 +1,269 @@
+"""runconfig.resolve: options beat the environment, which beats settings; Redis URL parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pyrowire.errors import ConfigurationError
+from pyrowire.runconfig import DEFAULT_CONCURRENCY, DEFAULT_GRACE, RedisAddress, parse_redis_url, resolve
+from pyrowire.settings import Settings, load_settings
+
+SETTINGS = load_settings(
+    {
+        "TOPICS": {
+            "echo": {},
+            "shout": {"twilio": {"api_base": "https://eu.twilio.example"}},
+            "web_only": {},
+        },
+        "PROFILES": {
+            "dev": {"host": "localhost", "port": 62023},
+            "Prod": {
+                "host": "0.0.0.0",
+                "port": 0,
+                "redis": {"host": "redis.prod", "port": 6380, "db": 3, "password": "prod-pw"},
+            },
+            "staging": {"host": "::1", "port": 8000, "redis": {"url": "redis://:url-pw@stage:6379/4"}},
+        },
+    }
+)
+HANDLED = {"echo", "shout"}
+
+
+def go(
+    options: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+    settings: Settings = SETTINGS,
+) -> Any:
+    return resolve(options or {}, environ or {}, settings, lambda t: t in HANDLED)
+
+
+def refused(
+    options: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> ConfigurationError:
+    with pytest.raises(ConfigurationError) as info:
+        go(options, environ)
+    return info.value
+
+
+# --- precedence ----------------------------------------------------------------
+
+
+def test_defaults_come_from_settings() -> None:
+    """With no options or environment: profile dev, role all, listen from the profile, embedded Redis."""
+    c = go({"topics": ["echo"]})
+    assert c.profile.name == "dev"
+    assert c.role == "all"
+    assert c.listen == "tcp:port=62023:interface=localhost"
+    assert c.redis == RedisAddress("embedded")
+    assert (c.concurrency, c.grace) == (DEFAULT_CONCURRENCY, DEFAULT_GRACE)
+
+
+def test_role_option_beats_run_env() -> None:
+    """--role beats RUN, which beats the default all."""
+    assert go({"role": "web"}, {"RUN": "worker"}).role == "web"
+    assert go({}, {"RUN": "worker", "TOPIC": "echo"}).role == "worker"
+    assert go({"role": "WEB"}).role == "web"
+
+
+def test_topic_option_beats_topic_env_beats_settings() -> None:
+    """--topic beats TOPIC (comma-separated), which beats every configured topic."""
+    assert go({"role": "web", "topics": ["shout"]}, {"TOPIC": "echo"}).topics == ("shout",)
+    assert go({"role": "web"}, {"TOPIC": "echo, shout"}).topics == ("echo", "shout")
+    assert go({"role": "web"}).topics == ("echo", "shout", "web_only")
+
+
+def test_repeated_topics_are_taken_once() -> None:
+    """A topic named twice is served once, in first-seen order."""
+    assert go({"topics": ["shout", "echo", "shout"]}).topics == ("shout", "echo")
+
+
+def test_listen_option_beats_port_env_beats_profile() -> None:
+    """--listen beats PORT, which beats the profile's host and port."""
+    assert go({"role": "web", "listen": "tcp:9000"}, {"PORT": "5000"}).listen == "tcp:9000"
+    assert go({"role": "web"}, {"PORT": "5000"}).listen == "tcp:port=5000:interface=localhost"
+    assert go({"role": "web"}).listen == "tcp:port=62023:interface=localhost"
+
+
+def test_port_env_becomes_a_listen_description_on_the_profile_host() -> None:
+    """PORT (a bare number, as Heroku sets it) listens on the profile's interface, escaped for IPv6."""
+    assert (
+        go({"role": "web", "profile": "prod"}, {"PORT": "31337"}).listen == "tcp:port=31337:interface=0.0.0.0"
+    )
+    assert go({"role": "web", "profile": "staging"}).listen == "tcp:port=8000:interface=\\:\\:1"
+
+
+@pytest.mark.parametrize("port", ["http", "0", "65536", "-1"])
+def test_bad_port_env_is_refused_naming_port(port: str) -> None:
+    """A PORT that is not a port number is refused naming PORT."""
+    assert refused({"role": "web"}, {"PORT": port}).option == "PORT"
+
+
+def test_port_zero_without_port_env_is_refused() -> None:
+    """A profile with port 0 means $PORT; without PORT set, start-up is refused naming --listen."""
+    e = refused({"role": "web", "profile": "prod"})
+    assert e.option == "--listen"
+    assert "PORT" in e.why
+
+
+def test_worker_role_needs_no_listen() -> None:
+    """A worker does not listen, so port 0 without PORT is fine for it."""
+    assert go({"role": "worker", "profile": "prod", "topics": ["echo"]}).listen == ""
+
+
+def test_redis_option_beats_env_beats_profile() -> None:
+    """--redis beats REDIS_URL, which beats the profile's redis url, which beats host/port."""
+    env = {"REDIS_URL": "redis://env-host:1/1"}
+    assert go({"role": "web", "redis": "redis://opt-host:2/2"}, env).redis.host == "opt-host"
+    assert go({"role": "web", "profile": "staging"}, env).redis.host == "env-host"
+    staging = go({"role": "web", "profile": "staging"}).redis
+    assert (staging.host, staging.db, staging.password) == ("stage", 4, "url-pw")
+    prod = go({"role": "web", "profile": "prod"}, {"PORT": "1"}).redis
+    assert prod == RedisAddress("tcp", host="redis.prod", port=6380, db=3, password="prod-pw")
+
+
+def test_profile_option_beats_env_env() -> None:
+    """--profile beats ENV, which beats the default dev; matching ignores case."""
+    assert go({"role": "web", "profile": "staging"}, {"ENV": "dev"}).profile.name == "staging"
+    assert go({"role": "web"}, {"ENV": "STAGING"}).profile.name == "staging"
+    assert go({"role": "web", "profile": "prod"}, {"PORT": "1"}).profile.name == "Prod"
+
+
+# --- refusals ----------------------------------------------------------------------
+
+
+def test_unknown_role_names_the_option() -> None:
+    """An unknown role is refused naming --role, or RUN when it came from the environment."""
+    assert refused({"role": "both"}).option == "--role"
+    assert refused({}, {"RUN": "both"}).option == "RUN"
+
+
+def test_unknown_topic_names_the_option() -> None:
+    """An unknown topic is refused naming --topic, or TOPIC when it came from the environment."""
+    e = refused({"topics": ["nope"]})
+    assert e.option == "--topic" and "nope" in e.why
+    assert refused({}, {"TOPIC": "nope"}).option == "TOPIC"
+
+
+def test_unknown_profile_names_the_option() -> None:
+    """An unknown --profile is refused naming --profile."""
+    assert refused({"profile": "qa"}).option == "--profile"
+
+
+def test_unknown_profile_from_env_names_env() -> None:
+    """An unknown profile taken from ENV is refused naming ENV, as RUN and TOPIC are named."""
+    assert refused({}, {"ENV": "qa"}).option == "ENV"
+
+
+def test_topic_without_handler_is_refused_unless_web() -> None:
+    """A served topic with no handler is refused for roles all and worker, accepted for web."""
+    e = refused({"topics": ["web_only"]})
+    assert e.option == "--topic" and "handler" in e.why
+    assert refused({"role": "worker"}).option == "--topic"
+    assert go({"role": "web", "topics": ["web_only"]}).topics == ("web_only",)
+
+
+@pytest.mark.parametrize(("option", "value"), [("concurrency", "many"), ("concurrency", 0), ("grace", -1)])
+def test_bad_numbers_name_the_option(option: str, value: Any) -> None:
+    """--concurrency below 1 or not a number, and a negative --grace, are refused naming the option."""
+    assert refused({"topics": ["echo"], option: value}).option == f"--{option}"
+
+
+def test_numbers_are_converted() -> None:
+    """--concurrency and --grace given as strings are converted."""
+    c = go({"topics": ["echo"], "concurrency": "32", "grace": "2.5"})
+    assert (c.concurrency, c.grace) == (32, 2.5)
+
+
+# --- TWILIO_API_BASE -------------------------------------------------------------------
+
+
+def test_twilio_api_base_env_overrides_every_topic() -> None:
+    """TWILIO_API_BASE replaces every topic's api_base, trailing slash dropped."""
+    c = go({"role": "web"}, {"TWILIO_API_BASE": "http://127.0.0.1:8999/"})
+    assert {t.twilio.api_base for t in c.settings.topics.values()} == {"http://127.0.0.1:8999"}
+    assert SETTINGS.topics["shout"].twilio.api_base == "https://eu.twilio.example"
+
+
+def test_bad_twilio_api_base_names_it() -> None:
+    """A TWILIO_API_BASE that is not http(s) is refused naming TWILIO_API_BASE."""
+    assert refused({"role": "web"}, {"TWILIO_API_BASE": "localhost:8999"}).option == "TWILIO_API_BASE"
+
+
+# --- Redis URLs ------------------------------------------------------------------------
+
+
+def test_parse_redis_tcp_url() -> None:
+    """redis://:password@host:port/db gives a tcp address with every part."""
+    a = parse_redis_url("redis://:s3cret@cache.example:6380/5")
+    assert a == RedisAddress("tcp", host="cache.example", port=6380, db=5, password="s3cret")
+
+
+def test_parse_redis_defaults() -> None:
+    """redis://host alone means port 6379, database 0, no password."""
+    assert parse_redis_url("redis://cache") == RedisAddress("tcp", host="cache")
+
+
+def test_parse_rediss_url() -> None:
+    """rediss:// is TLS."""
+    a = parse_redis_url("rediss://user:pw@secure.example:6390/1")
+    assert (a.kind, a.host, a.port, a.db, a.username, a.password) == (
+        "tls",
+        "secure.example",
+        6390,
+        1,
+        "user",
+        "pw",
+    )
+
+
+def test_parse_heroku_style_user_h_is_dropped() -> None:
+    """Heroku's placeholder user ``h`` is not sent as an ACL user name."""
+    assert parse_redis_url("redis://h:pw@host:1/0").username is None
+
+
+def test_parse_unix_url_with_db() -> None:
+    """unix:///path?db=2 gives a unix socket address on database 2."""
+    a = parse_redis_url("unix:///var/run/redis.sock?db=2")
+    assert (a.kind, a.path, a.db) == ("unix", "/var/run/redis.sock", 2)
+
+
+def test_parse_embedded() -> None:
+    """``embedded`` asks for the private Redis-compatible server."""
+    assert parse_redis_url("embedded").kind == "embedded"
+    assert parse_redis_url("embedded").display() == "embedded"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://host:1/0", "redis://host:port/0", "redis://host/zero", "unix://", "unix:///s?db=x"]
+)
+def test_bad_redis_urls_name_the_option(url: str) -> None:
+    """A malformed Redis URL is refused naming the option it came from."""
+    with pytest.raises(ConfigurationError) as info:
+        parse_redis_url(url, "REDIS_URL")
+    assert info.value.option == "REDIS_URL"
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://:topsecret@h:1/0", "rediss://u:topsecret@h:1/0", "unix://:topsecret@/tmp/r.sock"]
+)
+def test_password_never_in_display_or_repr(url: str) -> None:
+    """Neither display() nor repr() of an address shows its password."""
+    a = parse_redis_url(url)
+    assert a.password == "topsecret"
+    assert "topsecret" not in a.display()
+    assert "topsecret" not in repr(a)
+
+
+def test_display_is_readable() -> None:
+    """display() shows scheme, host, port and database for humans and logs."""
+    assert parse_redis_url("rediss://:x@h:7/3").display() == "rediss://h:7/3"
+    assert parse_redis_url("unix:///tmp/r.sock").display() == "unix:///tmp/r.sock"
+
+
+def test_config_repr_hides_passwords() -> None:
+    """A resolved RunConfig's repr shows no Redis password."""
+    c = go({"role": "web", "profile": "prod", "redis": "redis://:opt-pw@h:1/0"}, {"PORT": "1"})
+    assert "opt-pw" not in repr(c)
+    assert "prod-pw" not in repr(c)
