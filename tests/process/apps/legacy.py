@@ -18,7 +18,7 @@ def echo(message):
     return pyrowire.sms(message)
 
 
-for _name in ("slow", "once", "greet", "open"):
+for _name in ("slow", "once", "greet", "open", "flaky", "linger"):
     pyrowire.handler(topic=_name)(lambda message: message)
 
 if __name__ == "__main__":

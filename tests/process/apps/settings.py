@@ -33,6 +33,8 @@ TOPICS = {
     "once": topic(validators={}),
     "greet": topic(validators={}, send_on_accept=True, accept_response="Hi & welcome <3"),
     "open": topic(validate_signature=False, validators={"length": "Too long."}),
+    "flaky": topic(validators={}, max_attempts=3),
+    "linger": topic(validators={}),
 }
 
 PROFILES = {
