@@ -1,35 +1,78 @@
-"""The Twilio REST client: one POST to the Messages resource per outbound message.
+"""The Twilio REST client: POSTs to the Messages resource, retried when retrying can help.
 
 One :class:`TwilioClient` is meant to be shared by the whole process: it owns one
 persistent HTTP connection pool, and it caches the Messages URL and the
-``Authorization`` header of each account it has sent for.  It does not retry; a later
-layer wraps :meth:`TwilioClient._post`, which makes exactly one attempt.
+``Authorization`` header of each account it has sent for.
+
+A send is retried inside the client (SPEC §6): no answer (connection error, timeout),
+HTTP 429 and 5xx are tried again after a capped exponential backoff with jitter
+(:mod:`pyrowire.retry`), waited for on the injected reactor, and a ``Retry-After`` is
+honoured as a lower bound; any other 4xx is permanent and raised at once.  After the
+last attempt the last :class:`TwilioError` is raised.
+
+Delivery is at least once.  Twilio's Messages API has no idempotency key, so when an
+attempt times out or loses its connection after Twilio accepted the message, the retry
+sends it a second time; the recipient then gets a duplicate.  We accept that rather
+than risk dropping a reply.  (A refused connection or a failed DNS lookup never reached
+Twilio, and an HTTP error answer means Twilio did not create the message: those
+retries cannot duplicate.)
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+import os
+import random
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
-from twisted.internet.error import ConnectError, ConnectionClosed, DNSLookupError
+from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionClosed, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
 from pyrowire.errors import ConfigurationError, TwilioError
+from pyrowire.retry import RetryPolicy, retry_after, sleep
 from pyrowire.settings import TwilioConfig
 
 API_VERSION = "2010-04-01"
 MAX_PERSISTENT_PER_HOST = 64
+DEFAULT_TIMEOUT = 15.0
+# the one place the per-attempt timeout can be changed from outside (tests use a short one)
+TIMEOUT_VARIABLE = "PYROWIRE_TWILIO_TIMEOUT"
 # how much of a non-JSON error body ends up in an exception message
 _SNIPPET = 200
 
 FormData = list[tuple[str, str]]
+# called once per attempt's outcome: ("sent", None), ("retry", error) or ("failed", error)
+Observer = Callable[[str, TwilioError | None], None]
+
+
+def default_timeout(environ: Mapping[str, str] = os.environ) -> float:
+    """The per-attempt timeout: ``$PYROWIRE_TWILIO_TIMEOUT`` seconds when set, else 15."""
+    text = environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigurationError(TIMEOUT_VARIABLE, f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+class _Failed(Exception):
+    """One attempt failed with ``error``; ``wait`` is the Retry-After it came with, if any."""
+
+    def __init__(self, error: TwilioError, wait: float | None = None) -> None:
+        super().__init__(error, wait)
+        self.error = error
+        self.wait = wait
 
 
 class _Account:
@@ -50,13 +93,34 @@ class _Account:
 
 
 class TwilioClient:
-    """Sends messages through Twilio's REST API with treq; errors are :class:`TwilioError`."""
+    """Sends messages through Twilio's REST API with treq; errors are :class:`TwilioError`.
+
+    ``timeout`` bounds every attempt (default :func:`default_timeout`); ``policy`` says how
+    often and how patiently to retry, ``jitter`` (numbers in [0, 1]) spreads the delays.
+    ``observer``, when given, is called after each attempt with ``"sent"`` and None,
+    ``"retry"`` and the error (another attempt follows) or ``"failed"`` and the error
+    raised to the caller; it is meant for counting, and an exception it raises is logged
+    and ignored.  A send cancelled while it waits or while it is in flight stops there,
+    failing with CancelledError, and notifies nothing.
+    """
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorTime, http: HTTPClient | None = None, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        http: HTTPClient | None = None,
+        timeout: float | None = None,
+        *,
+        policy: RetryPolicy | None = None,
+        jitter: Callable[[], float] = random.random,
+        observer: Observer | None = None,
+    ) -> None:
         self._reactor = reactor
-        self._timeout = timeout
+        self._timeout = default_timeout() if timeout is None else timeout
+        self._policy = policy or RetryPolicy()
+        self._jitter = jitter
+        self._observer = observer
         self._pool: HTTPConnectionPool | None = None
         if http is None:
             self._pool = HTTPConnectionPool(reactor, persistent=True)
@@ -67,7 +131,10 @@ class TwilioClient:
         self._accounts: dict[tuple[str, str], _Account] = {}
 
     def __repr__(self) -> str:
-        return f"<TwilioClient accounts={len(self._accounts)} timeout={self._timeout}>"
+        return (
+            f"<TwilioClient accounts={len(self._accounts)} timeout={self._timeout}"
+            f" attempts={self._policy.max_attempts}>"
+        )
 
     def send(
         self,
@@ -132,7 +199,67 @@ class TwilioClient:
         return account
 
     async def _post(self, account: _Account, form: FormData) -> str:
-        """Make exactly one attempt at POSTing ``form``; the seam a retry policy wraps."""
+        """POST ``form`` until Twilio accepts it, a permanent error comes, or the policy gives up."""
+        policy = self._policy
+        first = self._reactor.seconds()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                sid = await self._attempt(account, form)
+            except _Failed as failed:
+                error = failed.error
+                delay = self._delay(error, failed.wait, attempt, first)
+                if delay is None:
+                    self._notify("failed", error)
+                    raise error from None
+                self.log.warn(
+                    "Twilio send failed ({status}), retry {attempt} in {delay:.1f}s",
+                    status=error.status if error.status is not None else "no answer",
+                    code=error.code,
+                    reason=error.message,
+                    attempt=attempt,
+                    attempts=policy.max_attempts,
+                    delay=delay,
+                )
+                self._notify("retry", error)
+                # At least once: after a timeout or a lost connection Twilio may already have
+                # created the message, and with no idempotency key for Messages this retry
+                # then sends it twice (see the module docstring).
+                # Cancelling the send here cancels the wait: CancelledError leaves the loop.
+                await sleep(self._reactor, delay)
+            else:
+                self._notify("sent", None)
+                return sid
+
+    def _delay(self, error: TwilioError, wait: float | None, attempt: int, first: float) -> float | None:
+        """How long to wait before the attempt after ``attempt``; None to give up with ``error``."""
+        policy = self._policy
+        if not error.retryable or attempt >= policy.max_attempts:
+            return None
+        delay = policy.delay(attempt - 1, self._jitter)
+        if wait is not None:
+            delay = max(delay, wait)
+        if policy.deadline is not None and self._reactor.seconds() + delay - first > policy.deadline:
+            return None
+        return delay
+
+    def _notify(self, outcome: str, error: TwilioError | None) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer(outcome, error)
+        except Exception:
+            self.log.failure("the Twilio send observer failed on {outcome}", outcome=outcome)
+
+    async def _attempt(self, account: _Account, form: FormData) -> str:
+        """Make exactly one attempt at POSTing ``form``, bounded by the timeout; failures are _Failed.
+
+        treq's ``timeout`` cancels the request when it runs out, so a CancelledError in the
+        request phase is a timeout only when the timeout has elapsed; any other is the
+        caller cancelling the send, and is re-raised as such.
+        """
+        started: float | None = self._reactor.seconds()
         try:
             response = await self._http.post(
                 account.url,
@@ -142,23 +269,44 @@ class TwilioClient:
                 reactor=cast(Any, self._reactor),
                 timeout=self._timeout,
             )
+            started = None  # from here on a timeout is addTimeout's TimeoutError
             content = response.content()
             content.addTimeout(self._timeout, self._reactor)
             raw: bytes = await content
-        except (CancelledError, TimeoutError):
-            raise TwilioError(None, f"Twilio did not answer within {self._timeout:g} seconds.") from None
+        except TimeoutError:
+            raise _Failed(self._no_answer()) from None
+        except (CancelledError, ConnectingCancelledError):
+            if self._timed_out(started):
+                raise _Failed(self._no_answer()) from None
+            raise CancelledError() from None
         except DNSLookupError:
-            raise TwilioError(None, "The Twilio API host name could not be resolved.") from None
+            raise _Failed(TwilioError(None, "The Twilio API host name could not be resolved.")) from None
         except ConnectError:
-            raise TwilioError(None, "Could not connect to the Twilio API.") from None
+            raise _Failed(TwilioError(None, "Could not connect to the Twilio API.")) from None
         except (ResponseFailed, ConnectionClosed) as e:
             if _was_cancelled(e):
-                raise TwilioError(None, f"Twilio did not answer within {self._timeout:g} seconds.") from None
-            raise TwilioError(None, "The connection to the Twilio API was lost before it answered.") from None
+                if self._timed_out(started):
+                    raise _Failed(self._no_answer()) from None
+                raise CancelledError() from None
+            raise _Failed(TwilioError(None, "The connection to the Twilio API was lost before it answered.")) from None
         status: int = response.code
         if 200 <= status < 300:
-            return _sid_from(raw, status, account.secrets)
-        raise _error_from(raw, status, account.secrets)
+            try:
+                return _sid_from(raw, status, account.secrets)
+            except TwilioError as error:
+                # a 2xx without a SID is not retryable (its status is 2xx): a retry could only duplicate
+                raise _Failed(error) from None
+        wait = None
+        if status == 429 or status >= 500:
+            header = response.headers.getRawHeaders(b"retry-after")
+            wait = retry_after(header[0] if header else None, now=self._reactor.seconds())
+        raise _Failed(_error_from(raw, status, account.secrets), wait)
+
+    def _timed_out(self, started: float | None) -> bool:
+        return started is not None and self._reactor.seconds() - started >= self._timeout
+
+    def _no_answer(self) -> TwilioError:
+        return TwilioError(None, f"Twilio did not answer within {self._timeout:g} seconds.")
 
 
 def _was_cancelled(error: Exception) -> bool:

@@ -15,6 +15,7 @@ import treq
 from twisted.internet import reactor
 
 from pyrowire.errors import TwilioError
+from pyrowire.retry import RetryPolicy
 from pyrowire.settings import TwilioConfig
 from pyrowire.twilio import TwilioClient
 
@@ -83,7 +84,7 @@ async def test_unreachable_api_is_a_connection_error(tmp_path: Path) -> None:
     """A send to a port nobody listens on fails with a retryable TwilioError without status."""
     from tests.redis_server import free_port
 
-    client = TwilioClient(reactor, timeout=5)
+    client = TwilioClient(reactor, timeout=5, policy=RetryPolicy(max_attempts=1))
     creds = TwilioConfig(SID, TOKEN, "+15005550006", None, False, f"http://127.0.0.1:{free_port()}")
     try:
         with pytest.raises(TwilioError) as info:

@@ -8,9 +8,10 @@ from typing import Any, cast
 import pytest
 from treq.client import HTTPClient
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
@@ -19,8 +20,9 @@ from zope.interface import implementer
 
 from pyrowire.errors import ConfigurationError, TwilioError
 from pyrowire.fake_twilio import FakeTwilio
+from pyrowire.retry import RetryPolicy
 from pyrowire.settings import TwilioConfig
-from pyrowire.twilio import TwilioClient
+from pyrowire.twilio import TwilioClient, default_timeout
 
 SID = "AC" + "0" * 32
 TOKEN = "s3cr3t-token-value-that-must-not-leak"
@@ -29,11 +31,21 @@ CREDS = TwilioConfig(
 )
 
 
-def make_client(resource: Resource, clock: Clock | None = None) -> tuple[TwilioClient, Any, Clock]:
-    """A TwilioClient talking to ``resource`` in memory, the StubTreq under it, and its clock."""
+# one attempt per send: for the tests of how a single answer becomes a result or an error
+ONCE = RetryPolicy(max_attempts=1)
+
+
+def make_client(
+    resource: Resource, clock: Clock | None = None, policy: RetryPolicy | None = None, **kwargs: Any
+) -> tuple[TwilioClient, Any, Clock]:
+    """A TwilioClient talking to ``resource`` in memory, the StubTreq under it, and its clock.
+
+    Without ``policy`` it retries as in production, with a jitter of 1 so delays are exact.
+    """
     clock = clock or Clock()
     stub: Any = StubTreq(resource)
-    return TwilioClient(clock, http=cast(HTTPClient, stub)), stub, clock
+    kwargs.setdefault("jitter", lambda: 1.0)
+    return TwilioClient(clock, http=cast(HTTPClient, stub), policy=policy, **kwargs), stub, clock
 
 
 def result_of(d: Deferred[Any]) -> Any:
@@ -111,7 +123,7 @@ def test_server_error_is_retryable() -> None:
     """A 500 from Twilio becomes a TwilioError with status 500 that says it is retryable."""
     fake = FakeTwilio()
     fake.fail_next(status=500, count=1, code=20500, message="Internal Server Error")
-    client, _, _ = make_client(fake)
+    client, _, _ = make_client(fake, policy=ONCE)
     error = failure_of(client.send(CREDS, to="+15551234567", body="hi"))
     assert (error.status, error.code, error.message) == (500, 20500, "Internal Server Error")
     assert error.retryable
@@ -139,7 +151,7 @@ class EchoingProxy(Resource):
 
 def test_non_json_error_body_is_tolerated_and_scrubbed() -> None:
     """A non-JSON 502 becomes a retryable TwilioError whose text never holds the token."""
-    client, _, _ = make_client(EchoingProxy())
+    client, _, _ = make_client(EchoingProxy(), policy=ONCE)
     error = failure_of(client.send(CREDS, to="+15551234567", body="hi"))
     assert (error.code, error.status, error.retryable) == (None, 502, True)
     assert "Bad gateway" in error.message
@@ -148,8 +160,8 @@ def test_non_json_error_body_is_tolerated_and_scrubbed() -> None:
 def test_auth_token_never_appears_in_errors_or_reprs() -> None:
     """Neither repr nor str of errors, client or credentials contains the auth token."""
     fake = FakeTwilio(auth_token="another-token")
-    fake_client, _, _ = make_client(fake)
-    proxy_client, _, _ = make_client(EchoingProxy())
+    fake_client, _, _ = make_client(fake, policy=ONCE)
+    proxy_client, _, _ = make_client(EchoingProxy(), policy=ONCE)
     errors = [
         failure_of(fake_client.send(CREDS, to="+15551234567", body="hi")),
         failure_of(proxy_client.send(CREDS, to="+15551234567", body="hi")),
@@ -165,7 +177,7 @@ def test_no_answer_times_out_as_retryable_error() -> None:
     """A send Twilio never answers fails after the timeout with status None."""
     fake = FakeTwilio()
     fake.hang_next(1)
-    client, _, clock = make_client(fake)
+    client, _, clock = make_client(fake, policy=ONCE)
     d = client.send(CREDS, to="+15551234567", body="hi")
     assert not d.called
     clock.advance(15)
@@ -188,7 +200,7 @@ class RefusingAgent:
 
 def test_connection_refused_is_a_plain_twilio_error() -> None:
     """A connection that cannot be made fails with a retryable TwilioError without status."""
-    client = TwilioClient(Clock(), http=HTTPClient(RefusingAgent()))
+    client = TwilioClient(Clock(), http=HTTPClient(RefusingAgent()), policy=ONCE)
     error = failure_of(client.send(CREDS, to="+15551234567", body="hi"))
     assert (error.code, error.status, error.retryable) == (None, None, True)
     assert error.message == "Could not connect to the Twilio API."
@@ -216,7 +228,7 @@ def test_close_fires_for_an_own_pool_and_an_injected_client() -> None:
 def test_fake_control_endpoints() -> None:
     """The fake lists and clears messages, queues failures with Retry-After, and counts hangs over HTTP."""
     fake = FakeTwilio()
-    client, stub, _ = make_client(fake)
+    client, stub, _ = make_client(fake, policy=ONCE)
     result_of(client.send(CREDS, to="+15551234567", body="one"))
     listed = result_of(stub.get("https://api.test/_fake/messages"))
     records = json.loads(result_of(listed.content()))
@@ -255,3 +267,229 @@ def test_fake_validates_parameters(form: dict[str, str], code: int) -> None:
     answer = result_of(stub.post(f"https://api.test/2010-04-01/Accounts/{SID}/Messages.json", data=form))
     body = json.loads(result_of(answer.content()))
     assert (answer.code, body["code"], body["status"]) == (400, code, 400)
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+class Counting(Resource):
+    """Passes every request to ``inner`` and counts the sends (POSTs to Messages.json)."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource) -> None:
+        super().__init__()
+        self.inner = inner
+        self.sends = 0
+
+    def render(self, request: Request) -> Any:
+        """Count a send, then let the inner resource answer."""
+        if request.method == b"POST" and request.path.endswith(b"/Messages.json"):
+            self.sends += 1
+        return self.inner.render(request)
+
+
+def counted(fake: FakeTwilio, **kwargs: Any) -> tuple[TwilioClient, Counting, Clock]:
+    """A client over ``fake`` behind a send counter, and the clock it waits on."""
+    counter = Counting(fake)
+    client, _, clock = make_client(counter, **kwargs)
+    return client, counter, clock
+
+
+def test_two_server_errors_then_success_after_the_backoff() -> None:
+    """Two 500s are retried after 0.5 s and 1 s of clock time, and the third request's SID is returned."""
+    fake = FakeTwilio()
+    fake.fail_next(status=500, count=2, code=20500, message="Internal Server Error")
+    client, counter, clock = counted(fake)
+    d = client.send(CREDS, to="+15551234567", body="hi")
+    assert (d.called, counter.sends) == (False, 1)
+    clock.advance(0.49)
+    assert counter.sends == 1
+    clock.advance(0.01)
+    assert (d.called, counter.sends) == (False, 2)
+    clock.advance(0.99)
+    assert counter.sends == 2
+    clock.advance(0.01)
+    sid = result_of(d)
+    assert counter.sends == 3
+    assert [m.sid for m in fake.messages] == [sid]
+    assert clock.getDelayedCalls() == []
+
+
+def test_rate_limit_waits_for_retry_after() -> None:
+    """A 429 with Retry-After: 1 is not retried before 1 s of clock time, though the backoff is 0.5 s."""
+    fake = FakeTwilio()
+    fake.fail_next(status=429, count=1, code=20429, message="Too Many Requests", retry_after=1)
+    client, counter, clock = counted(fake)
+    d = client.send(CREDS, to="+15551234567", body="hi")
+    clock.advance(0.999)
+    assert (d.called, counter.sends) == (False, 1)
+    clock.advance(0.001)
+    assert result_of(d).startswith("SM")
+    assert counter.sends == 2
+
+
+def test_hung_request_times_out_then_the_retry_succeeds() -> None:
+    """A request Twilio never answers is given up after the timeout, and the retry 0.5 s later succeeds."""
+    fake = FakeTwilio()
+    fake.hang_next(1)
+    client, counter, clock = counted(fake, timeout=5)
+    d = client.send(CREDS, to="+15551234567", body="hi")
+    clock.advance(4.9)
+    assert (d.called, counter.sends) == (False, 1)
+    clock.advance(0.1)
+    assert (d.called, counter.sends) == (False, 1)
+    clock.advance(0.5)
+    assert result_of(d).startswith("SM")
+    assert counter.sends == 2
+    assert len(fake.messages) == 1
+
+
+def test_invalid_number_is_not_retried() -> None:
+    """A 400 with code 21211 is sent exactly once and fails with Twilio's code, message, more_info and status."""
+    fake = FakeTwilio()
+    fake.fail_next(status=400, count=5, code=21211, message="Invalid 'To' Phone Number: +1555")
+    client, counter, clock = counted(fake)
+    error = failure_of(client.send(CREDS, to="+15551234567", body="hi"))
+    assert (error.code, error.status, error.message) == (21211, 400, "Invalid 'To' Phone Number: +1555")
+    assert error.more_info == "https://www.twilio.com/docs/errors/21211"
+    assert counter.sends == 1
+    assert clock.getDelayedCalls() == []
+
+
+def test_exhausted_retries_raise_the_last_error() -> None:
+    """When every attempt fails the send fails with the error of the last one, after max_attempts requests."""
+    fake = FakeTwilio()
+    fake.fail_next(status=500, count=2, code=20500, message="first ones")
+    fake.fail_next(status=503, count=1, code=20503, message="the last one")
+    client, counter, clock = counted(fake, policy=RetryPolicy(max_attempts=3))
+    d = client.send(CREDS, to="+15551234567", body="hi")
+    clock.pump([0.5, 1.0])
+    error = failure_of(d)
+    assert (error.status, error.code, error.message) == (503, 20503, "the last one")
+    assert counter.sends == 3
+    assert fake.messages == []
+
+
+def test_deadline_stops_retrying_early() -> None:
+    """A retry that would start after the policy's deadline is not made; the last error is raised."""
+    fake = FakeTwilio()
+    fake.fail_next(status=500, count=5)
+    client, counter, clock = counted(fake, policy=RetryPolicy(deadline=1.0))
+    d = client.send(CREDS, to="+15551234567", body="hi")
+    clock.advance(0.5)
+    assert failure_of(d).status == 500
+    assert counter.sends == 2
+    assert clock.getDelayedCalls() == []
+
+
+def test_observer_sees_retries_and_the_outcome() -> None:
+    """The observer is told "retry" with each retried error, then "sent", or "failed" with a permanent error."""
+    seen: list[tuple[str, Any]] = []
+    fake = FakeTwilio()
+    fake.fail_next(status=500, count=1)
+    client, _, clock = counted(fake, observer=lambda outcome, error: seen.append((outcome, error)))
+    d = client.send(CREDS, to="+15551234567", body="hi")
+    clock.advance(0.5)
+    result_of(d)
+    failure_of(client.send(CREDS, to="bad", body="hi"))
+    assert [(outcome, error and error.status) for outcome, error in seen] == [
+        ("retry", 500),
+        ("sent", None),
+        ("failed", 400),
+    ]
+
+
+def test_a_failing_observer_does_not_break_the_send() -> None:
+    """An exception raised by the observer is logged and the send still succeeds."""
+    events: list[dict[str, Any]] = []
+
+    def broken(outcome: str, error: TwilioError | None) -> None:
+        raise RuntimeError("observer bug")
+
+    client, _, _ = counted(FakeTwilio(), observer=broken)
+    client.log = Logger(observer=events.append)
+    assert result_of(client.send(CREDS, to="+15551234567", body="hi")).startswith("SM")
+    assert [e["log_failure"].check(RuntimeError) for e in events if "log_failure" in e] == [RuntimeError]
+
+
+def test_retries_are_logged_without_secrets() -> None:
+    """Each retry logs its status, number and delay, and no event holds the auth token."""
+    events: list[dict[str, Any]] = []
+    fake = FakeTwilio()
+    fake.fail_next(status=502, count=1, message=f"proxy saw {TOKEN}")
+    client, _, clock = counted(fake)
+    client.log = Logger(observer=events.append)
+    d = client.send(CREDS, to="+15551234567", body="hi")
+    clock.advance(0.5)
+    result_of(d)
+    texts = [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn]
+    assert texts == ["Twilio send failed (502), retry 1 in 0.5s"]
+    for event in events:
+        assert TOKEN not in repr(event)
+
+
+def test_cancelling_while_waiting_stops_cleanly() -> None:
+    """Cancelling a send between attempts fails it with CancelledError and no further request is made."""
+    seen: list[str] = []
+    fake = FakeTwilio()
+    fake.fail_next(status=500, count=1)
+    client, counter, clock = counted(fake, observer=lambda outcome, _: seen.append(outcome))
+    d = client.send(CREDS, to="+15551234567", body="hi")
+    d.cancel()
+    failure_of(d, CancelledError)
+    assert clock.getDelayedCalls() == []
+    clock.advance(60)
+    assert (counter.sends, seen, fake.messages) == (1, ["retry"], [])
+
+
+def test_cancelling_an_attempt_in_flight_is_not_a_timeout() -> None:
+    """Cancelling a send whose request is still unanswered fails it with CancelledError and no retry."""
+    fake = FakeTwilio()
+    fake.hang_next(1)
+    client, counter, clock = counted(fake)
+    d = client.send(CREDS, to="+15551234567", body="hi")
+    clock.advance(1)
+    d.cancel()
+    failure_of(d, CancelledError)
+    clock.advance(60)
+    assert counter.sends == 1
+    assert clock.getDelayedCalls() == []
+
+
+@implementer(IAgent)
+class NeverConnectingAgent:
+    """An agent whose connections never complete; cancelling one fails as Agent's do."""
+
+    def request(
+        self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None
+    ) -> Deferred[Any]:
+        """A Deferred that only a cancel fires, with ConnectingCancelledError."""
+
+        def cancel(d: Deferred[Any]) -> None:
+            d.errback(ConnectingCancelledError(None))
+
+        return Deferred(cancel)
+
+
+def test_connect_timeout_is_a_retryable_error() -> None:
+    """A connection that never completes times out as a TwilioError without status, not a raw exception."""
+    clock = Clock()
+    client = TwilioClient(clock, http=HTTPClient(NeverConnectingAgent()), timeout=3, policy=ONCE)
+    d = client.send(CREDS, to="+15551234567", body="hi")
+    clock.advance(3)
+    error = failure_of(d)
+    assert (error.status, error.retryable, error.message) == (None, True, "Twilio did not answer within 3 seconds.")
+    cancelled = client.send(CREDS, to="+15551234567", body="hi")
+    cancelled.cancel()
+    failure_of(cancelled, CancelledError)
+
+
+def test_default_timeout_reads_one_environment_variable() -> None:
+    """PYROWIRE_TWILIO_TIMEOUT sets the per-attempt timeout; unset it is 15 s; a bad value is a ConfigurationError."""
+    assert default_timeout({}) == 15.0
+    assert default_timeout({"PYROWIRE_TWILIO_TIMEOUT": " 1.5 "}) == 1.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        with pytest.raises(ConfigurationError) as info:
+            default_timeout({"PYROWIRE_TWILIO_TIMEOUT": bad})
+        assert info.value.option == "PYROWIRE_TWILIO_TIMEOUT"
