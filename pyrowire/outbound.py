@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from pyrowire.metrics import Metrics
 from pyrowire.settings import Topic
 from pyrowire.store import RedisStore
 
 
 class Twilio(Protocol):
     def send(self, creds: Any, *, to: str, body: str | None = None, media_urls: Sequence[str] = (),
-             status_callback: str | None = None) -> Any: ...
+             status_callback: str | None = None, observer: Any = None) -> Any: ...
 
 
 def sandbox_sid() -> str:
@@ -29,17 +30,30 @@ class Sender:
 
     log = Logger()
 
-    def __init__(self, twilio: Twilio, store: RedisStore, clock: IReactorTime) -> None:
+    def __init__(self, twilio: Twilio, store: RedisStore, clock: IReactorTime,
+                 metrics: Metrics | None = None) -> None:
         self.twilio = twilio
         self.store = store
         self.clock = clock
+        self.metrics = metrics
+        self._observers: dict[str, Callable[[str, Any], None]] = {}
+
+    def _observer(self, topic: str) -> Callable[[str, Any], None] | None:
+        metrics = self.metrics
+        if metrics is None:
+            return None
+        observer = self._observers.get(topic)
+        if observer is None:
+            observer = self._observers[topic] = lambda outcome, _error: metrics.twilio_send(topic, outcome)
+        return observer
 
     async def send(self, topic: Topic, *, to: str, body: str | None, media_urls: Sequence[str] = (),
                    in_reply_to: str | None = None) -> str:
         if topic.twilio.sandbox:
             return await self._sandbox(topic, to, body, media_urls, in_reply_to)
         sid: str = await self.twilio.send(
-            topic.twilio, to=to, body=body, media_urls=media_urls, status_callback=topic.status_callback
+            topic.twilio, to=to, body=body, media_urls=media_urls, status_callback=topic.status_callback,
+            observer=self._observer(topic.name),
         )
         self.log.info("sent {sid} to {to} for {topic}", sid=sid, to=to, topic=topic.name, outcome="sent")
         return sid
@@ -57,6 +71,8 @@ class Sender:
             "at": self.clock.seconds(),
         }
         await self.store.push_capped(self.store.keys(topic.name).outbox, json.dumps(record), topic.retention)
+        if self.metrics is not None:
+            self.metrics.twilio_send(topic.name, "sandbox")
         media = f" +{len(media_urls)} media" if media_urls else ""
         self.log.info("sandbox reply {sid} to {to} for {topic}: {body!r}{media}", sid=sid, to=to,
                       topic=topic.name, body=body, media=media, outcome="sandbox")

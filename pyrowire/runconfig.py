@@ -213,7 +213,7 @@ def resolve(
         profile=profile,
         role=role,
         topics=_topics(options, environ, settings, role, has_handler),
-        listen=_listen(options, environ, profile) if role != "worker" else "",
+        listen=_listen(options, environ, profile) if role != "worker" else str(options.get("listen") or ""),
         redis=_redis(options, environ, profile),
         concurrency=_number(_first(options.get("concurrency"), DEFAULT_CONCURRENCY), "--concurrency", int, 1),
         grace=_number(_first(options.get("grace"), DEFAULT_GRACE), "--grace", float, 0),

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from pyrowire.store import RedisStore
 
 if TYPE_CHECKING:
+    from pyrowire.metrics import Metrics
     from pyrowire.outbound import Sender
 
 
@@ -38,6 +39,7 @@ class Runtime:
     store: RedisStore
     sender: Sender
     clock: IReactorTime
+    metrics: Metrics | None = None
     worker_id: str = field(default_factory=new_worker_id)
     # inbound MessageSid -> its exchange, while its handler runs
     exchanges: dict[str, Exchange] = field(default_factory=dict)

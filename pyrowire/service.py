@@ -26,6 +26,7 @@ from twisted.web.server import Site
 from pyrowire.app import App
 from pyrowire.embedded import EmbeddedRedis
 from pyrowire.errors import ConfigurationError
+from pyrowire.metrics import Metrics
 from pyrowire.outbound import Sender
 from pyrowire.recovery import Supervisor
 from pyrowire.runconfig import RedisAddress, RunConfig, resolve
@@ -77,6 +78,7 @@ class PyrowireService(MultiService):
         self.reactor = reactor
         self.on_fatal = on_fatal
         self.store = RedisStore(config.redis, prefix=config.profile.key_prefix)
+        self.metrics = Metrics(config.settings.topics)
         self.embedded: EmbeddedRedis | None = None
         self.twilio: TwilioClient | None = None
         self.workers: list[TopicWorker] = []
@@ -137,13 +139,14 @@ class PyrowireService(MultiService):
         self.store.start(address)
         await self._wait_for_redis()
         self.twilio = TwilioClient(self.reactor)
-        self.runtime = Runtime(self.store, Sender(self.twilio, self.store, self.reactor), self.reactor)
+        self.runtime = Runtime(self.store, Sender(self.twilio, self.store, self.reactor, self.metrics), self.reactor,
+                               metrics=self.metrics)
         self.app.use_settings(config.settings)
         self.app.runtime = self.runtime
         if config.role in ("all", "worker"):
             await self._start_workers(self.runtime)
-        if config.role in ("all", "web"):
-            await self._listen()
+        if config.listen:
+            await self._listen()  # a worker listens only when given --listen, for /health and /metrics
         self.ready.callback(self)
 
     async def _wait_for_redis(self) -> None:
@@ -171,7 +174,8 @@ class PyrowireService(MultiService):
 
     async def _listen(self) -> None:
         assert self.runtime is not None
-        webhook = Webhook(self.app, self.store, self.reactor, self.config.profile.public_url)
+        webhook = Webhook(self.app, self.store, self.reactor, self.config.profile.public_url, self.metrics,
+                          serve_webhook=self.config.role != "worker")
         site = WebSite(webhook.resource(), access_log=self.config.profile.debug)
         try:
             endpoint = serverFromString(self.reactor, self.config.listen)
@@ -228,9 +232,10 @@ def build_resource(app: App, options: Mapping[str, Any], environ: Mapping[str, s
     store = RedisStore(config.redis, prefix=config.profile.key_prefix)
     store.start()
     app.use_settings(config.settings)
+    metrics = Metrics(config.settings.topics)
     if app.runtime is None:
-        app.runtime = Runtime(store, Sender(TwilioClient(reactor), store, reactor), reactor)
-    resource: IResource = Webhook(app, store, reactor, config.profile.public_url).resource()
+        app.runtime = Runtime(store, Sender(TwilioClient(reactor), store, reactor, metrics), reactor, metrics=metrics)
+    resource: IResource = Webhook(app, store, reactor, config.profile.public_url, metrics).resource()
     return resource
 
 

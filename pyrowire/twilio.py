@@ -144,10 +144,15 @@ class TwilioClient:
         body: str | None = None,
         media_urls: Sequence[str] = (),
         status_callback: str | None = None,
+        observer: Observer | None = None,
     ) -> Deferred[str]:
-        """POST one message and fire with its SID, or fail with TwilioError (or ConfigurationError)."""
+        """POST one message and fire with its SID, or fail with TwilioError (or ConfigurationError).
+
+        ``observer`` (for this send only) is told of each attempt as the client's own observer is.
+        """
         return Deferred.fromCoroutine(
-            self._send(creds, to=to, body=body, media_urls=media_urls, status_callback=status_callback)
+            self._send(creds, to=to, body=body, media_urls=media_urls, status_callback=status_callback,
+                       observer=observer)
         )
 
     def close(self) -> Deferred[None]:
@@ -164,6 +169,7 @@ class TwilioClient:
         body: str | None,
         media_urls: Sequence[str],
         status_callback: str | None,
+        observer: Observer | None = None,
     ) -> str:
         account = self._account(creds)
         form: FormData = [("To", to)]
@@ -180,7 +186,7 @@ class TwilioClient:
         form.extend(("MediaUrl", url) for url in media_urls)
         if status_callback:
             form.append(("StatusCallback", status_callback))
-        sid = await self._post(account, form)
+        sid = await self._post(account, form, observer)
         self.log.debug("twilio accepted {sid}", sid=sid)
         return sid
 
@@ -198,7 +204,7 @@ class TwilioClient:
             self._accounts[key] = account
         return account
 
-    async def _post(self, account: _Account, form: FormData) -> str:
+    async def _post(self, account: _Account, form: FormData, observer: Observer | None = None) -> str:
         """POST ``form`` until Twilio accepts it, a permanent error comes, or the policy gives up."""
         policy = self._policy
         first = self._reactor.seconds()
@@ -211,7 +217,7 @@ class TwilioClient:
                 error = failed.error
                 delay = self._delay(error, failed.wait, attempt, first)
                 if delay is None:
-                    self._notify("failed", error)
+                    self._notify("failed", error, observer)
                     raise error from None
                 self.log.warn(
                     "Twilio send failed ({status}), retry {attempt} in {delay:.1f}s",
@@ -222,14 +228,14 @@ class TwilioClient:
                     attempts=policy.max_attempts,
                     delay=delay,
                 )
-                self._notify("retry", error)
+                self._notify("retry", error, observer)
                 # At least once: after a timeout or a lost connection Twilio may already have
                 # created the message, and with no idempotency key for Messages this retry
                 # then sends it twice (see the module docstring).
                 # Cancelling the send here cancels the wait: CancelledError leaves the loop.
                 await sleep(self._reactor, delay)
             else:
-                self._notify("sent", None)
+                self._notify("sent", None, observer)
                 return sid
 
     def _delay(self, error: TwilioError, wait: float | None, attempt: int, first: float) -> float | None:
@@ -244,13 +250,14 @@ class TwilioClient:
             return None
         return delay
 
-    def _notify(self, outcome: str, error: TwilioError | None) -> None:
-        if self._observer is None:
-            return
-        try:
-            self._observer(outcome, error)
-        except Exception:
-            self.log.failure("the Twilio send observer failed on {outcome}", outcome=outcome)
+    def _notify(self, outcome: str, error: TwilioError | None, observer: Observer | None = None) -> None:
+        for notify in (self._observer, observer):
+            if notify is None:
+                continue
+            try:
+                notify(outcome, error)
+            except Exception:
+                self.log.failure("the Twilio send observer failed on {outcome}", outcome=outcome)
 
     async def _attempt(self, account: _Account, form: FormData) -> str:
         """Make exactly one attempt at POSTing ``form``, bounded by the timeout; failures are _Failed.

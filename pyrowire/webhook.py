@@ -20,6 +20,7 @@ from twisted.web.iweb import IRequest
 from pyrowire import signature, twiml
 from pyrowire.errors import BadRequest, RedisUnavailable
 from pyrowire.message import parse_message
+from pyrowire.metrics import Metrics
 from pyrowire.settings import Topic
 from pyrowire.validators import first_failure
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from pyrowire.store import RedisStore
 
 MAX_BODY = 64 * 1024
+_REFUSED = {400: "bad_request", 403: "forbidden", 413: "too_large"}
 ACCEPTED = "a"
 INVALID = "v:"
 
@@ -53,11 +55,14 @@ class Webhook:
     router = Klein()
     log = Logger()
 
-    def __init__(self, app: App, store: RedisStore, clock: IReactorTime, public_url: str | None = None) -> None:
+    def __init__(self, app: App, store: RedisStore, clock: IReactorTime, public_url: str | None = None,
+                 metrics: Metrics | None = None, serve_webhook: bool = True) -> None:
         self.app = app
         self.store = store
         self.clock = clock
         self.public_url = public_url
+        self.metrics = metrics if metrics is not None else Metrics(app.settings.topics)
+        self.serve_webhook = serve_webhook
         self._redis_down = False
 
     def resource(self) -> Any:
@@ -67,8 +72,9 @@ class Webhook:
 
     @router.route("/queue/<string:topic>", methods=["GET", "POST"])
     async def queue(self, request: IRequest, topic: str) -> bytes:
-        conf = self.app.settings.topics.get(topic)
+        conf = self.app.settings.topics.get(topic) if self.serve_webhook else None
         if conf is None:
+            self.metrics.webhook("", "unknown_topic")
             return self._plain(request, 404, f"There is no topic called {topic!r}.")
         try:
             params = self._params(request)
@@ -76,9 +82,12 @@ class Webhook:
                 self._check_signature(request, conf, params)
             message = parse_message(topic, params)
         except BadRequest as e:
+            self.metrics.webhook(topic, _REFUSED.get(e.status, "bad_request"))
             return self._plain(request, e.status, e.sentence)
         request.setHeader(b"Content-Type", b"text/xml; charset=utf-8")
-        return await self._answer(conf, message)
+        answer, outcome = await self._answer(conf, message)
+        self.metrics.webhook(topic, outcome)
+        return answer
 
     def _params(self, request: IRequest) -> dict[str, list[str]]:
         length = request.getHeader(b"content-length")
@@ -112,7 +121,8 @@ class Webhook:
         if not given or not signature.is_valid(self._url(request), signed, given.decode("ascii", "replace"), token):
             raise BadRequest(403, "The X-Twilio-Signature header is missing or does not match.")
 
-    async def _answer(self, conf: Topic, message: dict[str, Any]) -> bytes:
+    async def _answer(self, conf: Topic, message: dict[str, Any]) -> tuple[bytes, str]:
+        """The TwiML answer and the outcome it counts as."""
         checks = self.app.checks(conf)
         failure = await first_failure(checks, message) if checks else None
         if failure is None:
@@ -125,27 +135,21 @@ class Webhook:
             prior = await self.store.accept(conf.name, message["sid"], answer, payload)
         except RedisUnavailable as e:
             if failure is not None:
-                return twiml.response(failure[1])
+                return twiml.response(failure[1]), "invalid"
             if not self._redis_down:
                 self._redis_down = True
                 self.log.error("Redis unavailable, answering error_response: {error}", error=str(e))
-            self.log.debug("{topic} {sid} refused: Redis unavailable", topic=conf.name, sid=message["sid"],
-                           outcome="redis-down")
-            return twiml.response(conf.error_response)
+            return twiml.response(conf.error_response), "redis_down"
         if self._redis_down:
             self._redis_down = False
             self.log.info("Redis is back")
         if prior is not None:
-            self.log.debug("{topic} {sid} seen before", topic=conf.name, sid=message["sid"], outcome="duplicate")
-            return self._replay(conf, prior)
+            return self._replay(conf, prior), "duplicate"
         if failure is not None:
-            self.log.debug("{topic} {sid} invalid: {validator}", topic=conf.name, sid=message["sid"],
-                           validator=failure[0], outcome="invalid")
-            return twiml.response(failure[1])
-        self.log.debug("{topic} {sid} queued", topic=conf.name, sid=message["sid"], outcome="queued")
+            return twiml.response(failure[1]), "invalid"
         if conf.send_on_accept and conf.accept_response:
             self.app.send_accept(conf, message)
-        return twiml.response(conf.accept_response)
+        return twiml.response(conf.accept_response), "queued"
 
     def _replay(self, conf: Topic, prior: str) -> bytes:
         if prior.startswith(INVALID):
@@ -161,6 +165,13 @@ class Webhook:
         return (sentence + "\n").encode("utf-8")
 
     # --- operations --------------------------------------------------------
+
+    @router.route("/metrics", methods=["GET"])
+    async def metrics_page(self, request: IRequest) -> bytes:
+        await self.metrics.refresh_depths(self.store)
+        body, content_type = self.metrics.render()
+        request.setHeader(b"Content-Type", content_type.encode("ascii"))
+        return body
 
     @router.route("/health", methods=["GET"])
     async def health(self, request: IRequest) -> bytes:

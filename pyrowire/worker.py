@@ -163,6 +163,9 @@ class TopicWorker(Service):
                     record = {"message": message, "result": message if result is None else result}
                     kind, dead = "complete", False
                 finished = self.clock.seconds()
+                if rt.metrics is not None:
+                    rt.metrics.handled(topic, "complete" if kind == "complete" else "dead" if dead else "retry",
+                                       finished - started)
                 record.update(sids=list(exchange.sids), worker=rt.worker_id, attempt=attempt,
                               received_at=envelope.get("received_at"), started_at=started, finished_at=finished)
                 text = json.dumps(record, default=_json_default)
