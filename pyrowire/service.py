@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -258,14 +258,17 @@ def exit_on_fatal(reactor: Any) -> Fatal:
 def run_foreground(app: App, environ: Mapping[str, str]) -> None:
     """Run ``app`` until SIGTERM or SIGINT, logging to stdout (``pyrowire.run()``)."""
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
+
+    from pyrowire import logs
 
     try:
-        service: IService = build_service(app, {}, environ, reactor, exit_on_fatal(reactor), handle_signals=True)
+        service = build_service(app, {}, environ, reactor, exit_on_fatal(reactor), handle_signals=True)
+        config = logs.config_for(service.config.profile, environ)
     except ConfigurationError as e:
         sys.stderr.write(f"pyrowire: error: {e}\n")
         raise SystemExit(1) from None
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    globalLogBeginner.beginLoggingTo([logs.Observer(sys.stdout, config)])
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from twisted.application.service import IService
 from twisted.python import usage
 
+from pyrowire import logs
 from pyrowire.app import App
 from pyrowire.errors import ConfigurationError
 from pyrowire.service import build_service, exit_on_fatal
@@ -39,6 +40,13 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["topics"] = []
+
+    def postOptions(self) -> None:
+        parent = getattr(self, "parent", None)
+        if parent is not None and not parent.get("logger"):
+            # pyrowire's own observer (level and format from the profile), unless --logger was given
+            logs.twistd_target = (parent.get("logfile"), bool(parent.get("nodaemon")))
+            parent["logger"] = "pyrowire.logs.twistd_default"  # twistd imports it by name
 
     def opt_topic(self, name: str) -> None:
         """a topic this worker serves (repeatable; env TOPIC; default every configured topic)"""
@@ -81,7 +89,9 @@ def service_from(options: Mapping[str, Any], environ: Mapping[str, str], reactor
         if not spec:
             raise ConfigurationError("--app", "name the application module, e.g. --app app")
         app = load_app(str(spec), "--app" if options.get("app") else "PYROWIRE_APP")
-        return build_service(app, options, environ, reactor, exit_on_fatal(reactor), handle_signals=True)
+        service = build_service(app, options, environ, reactor, exit_on_fatal(reactor), handle_signals=True)
+        logs.configure(logs.config_for(service.config.profile, environ))
+        return service
     except ConfigurationError as e:
         sys.stderr.write(f"pyrowire: error: {e}\n")
         sys.stderr.flush()

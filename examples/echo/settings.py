@@ -27,7 +27,7 @@ TOPICS = {
 
 PROFILES = {
     # no "redis" key: the dev profile runs an embedded Redis
-    "dev": {"debug": True, "log_level": logging.DEBUG, "host": "localhost", "port": 62023},
+    "dev": {"debug": True, "log_level": logging.INFO, "host": "localhost", "port": 62023},
     "prod": {
         "debug": False,
         "log_level": logging.ERROR,
