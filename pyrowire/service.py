@@ -21,7 +21,6 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.resource import IResource
-from twisted.web.server import Site
 
 from pyrowire.app import App
 from pyrowire.embedded import EmbeddedRedis
@@ -31,6 +30,7 @@ from pyrowire.outbound import Sender
 from pyrowire.recovery import Supervisor
 from pyrowire.runconfig import RedisAddress, RunConfig, resolve
 from pyrowire.runtime import Runtime
+from pyrowire.site import WebSite
 from pyrowire.store import RedisStore
 from pyrowire.twilio import TwilioClient
 from pyrowire.webhook import Webhook
@@ -39,20 +39,6 @@ from pyrowire.worker import TopicWorker
 REDIS_WAIT_SECONDS = 6.0
 
 Fatal = Callable[[ConfigurationError], None]
-
-
-class WebSite(Site):
-    """twisted.web's Site without tracebacks in error pages, and access logs only in debug."""
-
-    displayTracebacks = False
-
-    def __init__(self, resource: IResource, access_log: bool) -> None:
-        super().__init__(resource)
-        self.access_log = access_log
-
-    def log(self, request: Any) -> None:
-        if self.access_log:
-            super().log(request)
 
 
 def _default_reactor(reactor: Any) -> Any:
@@ -176,7 +162,7 @@ class PyrowireService(MultiService):
         assert self.runtime is not None
         webhook = Webhook(self.app, self.store, self.reactor, self.config.profile.public_url, self.metrics,
                           serve_webhook=self.config.role != "worker")
-        site = WebSite(webhook.resource(), access_log=self.config.profile.debug)
+        site = WebSite(webhook.resource(), access_log=self.config.profile.debug, reactor=self.reactor)
         try:
             endpoint = serverFromString(self.reactor, self.config.listen)
             self.port = await endpoint.listen(site)

@@ -72,6 +72,9 @@ class Webhook:
 
     @router.route("/queue/<string:topic>", methods=["GET", "POST"])
     async def queue(self, request: IRequest, topic: str) -> bytes:
+        if request.method not in (b"GET", b"POST"):  # werkzeug adds HEAD to every GET route
+            request.setHeader(b"Allow", b"GET, POST")
+            return self._plain(request, 405, "Only GET and POST are allowed here.")
         conf = self.app.settings.topics.get(topic) if self.serve_webhook else None
         if conf is None:
             self.metrics.webhook("", "unknown_topic")
