@@ -2,11 +2,11 @@
 
 import random
 
+import settings
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 import pyrowire
-import settings
 
 app = pyrowire.App(settings)
 
