@@ -186,6 +186,10 @@ class TopicWorker(Service):
         finally:
             rt.exchanges.pop(sid, None)
 
+    def handle(self, payload: str) -> Deferred[None]:
+        """Handle one payload already moved to this worker's in-flight list (pyrowire.testing uses it)."""
+        return Deferred.fromCoroutine(self._handle(payload))
+
     async def _persist(self, operation: Callable[[], Awaitable[T]]) -> T | None:
         """Run a Redis operation until it succeeds, backing off while Redis is away; None if stopped first."""
         failures = 0
