@@ -22,6 +22,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 Check = tuple[str, Callable[[dict[str, Any]], Any], str]
 
 
+def _message(*candidates: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    for candidate in candidates:
+        if candidate is not None:
+            return candidate
+    raise TypeError("sms()/mms() need the message")
+
+
 class NotRunning(PyrowireError):
     """app.sms / app.mms was called while no service of the app is running."""
 
@@ -104,13 +111,22 @@ class App:
 
     # --- sending -----------------------------------------------------------
 
-    def sms(self, message: Mapping[str, Any], key: str = "reply") -> Deferred[str]:
-        """Send ``message[key]`` to ``message['number']`` from the topic's number; fires with the SID."""
+    def sms(self, message: Mapping[str, Any] | None = None, key: str = "reply", *,
+            message_data: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None) -> Deferred[str]:
+        """Send ``message[key]`` to ``message['number']`` from the topic's number; fires with the SID.
+
+        ``message_data=`` and ``data=`` are the 2014 pyrowire's names for ``message``.
+        """
+        message = _message(message, message_data, data)
         return Deferred.fromCoroutine(self._send(message, message[key], ()))
 
-    def mms(self, message: Mapping[str, Any], media_url: str | Sequence[str], include_text: bool = False,
-            text_key: str = "reply") -> Deferred[str]:
+    def mms(self, message: Mapping[str, Any] | None = None, media_url: str | Sequence[str] = (),
+            include_text: bool = False, text_key: str = "reply", *, message_data: Mapping[str, Any] | None = None,
+            data: Mapping[str, Any] | None = None) -> Deferred[str]:
         """Send media (one URL or several) to ``message['number']``, with ``message[text_key]`` if asked."""
+        message = _message(message, message_data, data)
+        if not media_url:
+            raise TypeError("mms() needs media_url")
         urls = [media_url] if isinstance(media_url, str) else list(media_url)
         body = message[text_key] if include_text else None
         return Deferred.fromCoroutine(self._send(message, body, urls))

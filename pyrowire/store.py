@@ -67,12 +67,10 @@ redis.call('DEL', KEYS[3])
 return n
 """
 
-# KEYS: workers, alive (pairs per topic). ARGV: worker id, ttl.
+# KEYS: workers, alive. ARGV: worker id, ttl.
 HEARTBEAT = """
-for i = 1, #KEYS, 2 do
-  redis.call('SADD', KEYS[i], ARGV[1])
-  redis.call('SET', KEYS[i + 1], '1', 'EX', ARGV[2])
-end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
 return 1
 """
 
@@ -214,12 +212,9 @@ class RedisStore:
 
     async def heartbeat(self, topics: Iterable[str], worker: str, ttl: int = HEARTBEAT_SECONDS) -> None:
         """Say this worker is alive for ``ttl`` seconds, for every topic it serves."""
-        keys: list[str] = []
-        for topic in topics:
+        for topic in topics:  # one script per topic: a script's keys must share one Cluster slot
             k = self.keys(topic)
-            keys += [k.workers, k.alive(worker)]
-        if keys:
-            await self._script(HEARTBEAT, keys, (worker, ttl))
+            await self._script(HEARTBEAT, (k.workers, k.alive(worker)), (worker, ttl))
 
     async def workers(self, topic: str) -> list[str]:
         members = await self._run("smembers", self.keys(topic).workers)

@@ -15,7 +15,7 @@ def must_say_yo(message):
 @pyrowire.handler(topic="echo")
 def echo(message):
     message["reply"] = "legacy " + message["message"]
-    return pyrowire.sms(message)
+    return pyrowire.sms(message_data=message)  # the 2014 keyword still works
 
 
 for _name in ("slow", "once", "greet", "open", "flaky", "linger"):

@@ -1,0 +1,100 @@
+"""The ``pyrowire`` console command against real processes: init, twistd on the generated app, send, chat."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.process.harness import PyrowireProcess
+from tests.redis_server import free_port
+
+PYROWIRE = os.path.join(os.path.dirname(sys.executable), "pyrowire")
+COMMAND_TIMEOUT = 60.0
+NUMBER = "+15551234567"
+ACCEPT = "Thanks! A reply is on its way."
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without anything that would change which Redis, profile or token is used."""
+    drop = ("PYROWIRE_", "TWILIO_", "REDIS_URL", "ENV", "PORT", "RUN", "TOPIC")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def pyrowire(cwd: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the ``pyrowire`` console command in ``cwd``, bounded in time."""
+    return subprocess.run([PYROWIRE, *args], cwd=cwd, env=clean_env(), input=stdin, capture_output=True,
+                          text=True, timeout=COMMAND_TIMEOUT)
+
+
+def init(tmp_path: Path) -> Path:
+    folder = tmp_path / "myapp"
+    done = pyrowire(tmp_path, "init", "myapp")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("wrote app.py, settings.py, Procfile, requirements.txt, test_app.py in myapp")
+    return folder
+
+
+def test_generated_app_runs_and_answers_send_and_chat(tmp_path: Path) -> None:
+    """The app init writes runs under twistd on an embedded Redis; send --wait and chat print its replies."""
+    folder = init(tmp_path)
+    port = free_port()
+    process = PyrowireProcess(folder, ["-n", "--pidfile=", "pyrowire", "--app", "app",
+                                       "--listen", f"tcp:port={port}:interface=127.0.0.1"], clean_env())
+    url = f"http://127.0.0.1:{port}/queue/hello"
+    try:
+        process.wait_healthy(f"http://127.0.0.1:{port}", timeout=30)
+        assert (folder / ".pyrowire" / "redis" / "redis.sock").exists()
+
+        sent = pyrowire(folder, "send", url, "--from", NUMBER, "--body", "hi", "--wait")
+        assert (sent.returncode, sent.stderr) == (0, "")
+        assert sent.stdout == f"{ACCEPT}\n< Hello! You said: hi\n"
+
+        chat = pyrowire(folder, "chat", url, "--from", NUMBER, stdin="good morning\nbye\n")
+        assert (chat.returncode, chat.stderr) == (0, "")
+        assert chat.stdout == (f"> good morning\n{ACCEPT}\n< Hello! You said: good morning\n"
+                               f"> bye\n{ACCEPT}\n< Hello! You said: bye\n> \n")
+
+        refused = pyrowire(folder, "send", url, "--from", NUMBER, "--body", "", "--wait", "1")
+        assert refused.returncode == 1
+        assert refused.stdout == "Your message was empty or too long.\n"
+        assert refused.stderr == "pyrowire: error: no reply to the message within 1 s\n"
+    finally:
+        code = process.terminate()
+    assert code == 0, process.output
+    assert "sandbox reply" in process.output
+
+
+def test_send_to_a_closed_port_is_one_line(tmp_path: Path) -> None:
+    """send to a port nothing listens on exits non-zero with one 'cannot connect' line."""
+    url = f"http://127.0.0.1:{free_port()}/queue/hello"
+    done = pyrowire(tmp_path, "send", url, "--from", NUMBER, "--body", "hi")
+    assert done.returncode != 0
+    assert done.stdout == ""
+    assert done.stderr == f"pyrowire: error: cannot connect to {url}: connection refused\n"
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
+    """A second init into the same folder exits 1 with one line naming the files, and --force succeeds."""
+    folder = init(tmp_path)
+    again = pyrowire(folder, "init")
+    assert again.returncode == 1
+    assert again.stderr == (
+        "pyrowire: error: app.py, settings.py, Procfile, requirements.txt, test_app.py already in .; "
+        "use --force to overwrite\n")
+    assert pyrowire(folder, "init", "--force").returncode == 0
+
+
+def test_generated_tests_pass(tmp_path: Path) -> None:
+    """The generated test_app.py passes under pytest, with no Redis and no network (needs pyrowire.testing)."""
+    pytest.importorskip("pyrowire.testing")
+    folder = init(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_app.py"],
+                          cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout

@@ -1,0 +1,565 @@
+"""``pyrowire send``, ``chat`` and ``init`` in memory: StubTreq over the real webhook, a MemoryStore, a Clock."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Sequence
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+import pytest
+from treq.testing import StubTreq
+from twilio.request_validator import RequestValidator
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionRefusedError, DNSLookupError
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseNeverReceived
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+import pyrowire
+from pyrowire import cli, phone, twiml
+from pyrowire.memory_store import MemoryStore
+from pyrowire.webhook import Webhook
+
+TOKEN = "cli-test-auth-token"
+ACCOUNT = "AC" + "2" * 32
+ACCEPT = "Great, we'll get right back to you."
+NUMBER = "+15551234567"
+OPEN = "http://example.com/queue/echo"
+SIGNED = "http://example.com/queue/signed"
+
+SETTINGS = {
+    "TOPICS": {
+        "echo": {"accept_response": ACCEPT, "validators": {"length": "Your message was empty or too long."}},
+        "signed": {
+            "accept_response": "signed ok",
+            "twilio": {"account_sid": ACCOUNT, "auth_token": TOKEN, "from_number": "+15005550006"},
+        },
+    },
+    "PROFILES": {"dev": {"host": "localhost", "port": 62023}},
+}
+
+
+def result_of(d: Deferred[Any]) -> Any:
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+class Bench:
+    """The real webhook behind a StubTreq, a MemoryStore standing in for Redis, and a Clock."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.store = MemoryStore(self.clock)
+        self.app = pyrowire.App(SETTINGS)
+        self.stub: Any = StubTreq(Webhook(self.app, cast(Any, self.store), self.clock, None).resource())
+        self.out = io.StringIO()
+        self.err = io.StringIO()
+
+    def start(self, *argv: str, environ: dict[str, str] | None = None, http: Any = None,
+              lines: Sequence[str] | None = None) -> Deferred[int]:
+        effects = cli.Effects(http=http or self.stub, outbox=cast(Any, self.store),
+                              next_line=phone.lines_from(lines) if lines is not None else None)
+        d = Deferred.fromCoroutine(cli.run(self.clock, argv, environ or {}, self.out, self.err, effects))
+        self.flush()
+        return d
+
+    def run(self, *argv: str, **kwargs: Any) -> int:
+        code: int = result_of(self.start(*argv, **kwargs))
+        return code
+
+    def flush(self) -> None:
+        self.stub.flush()
+
+    def queued(self, topic: str = "echo") -> list[dict[str, Any]]:
+        items = result_of(Deferred.fromCoroutine(self.store.lrange(self.store.keys(topic).queue)))
+        return [json.loads(i)["message"] for i in reversed(items)]
+
+    def reply(self, topic: str, to_sid: str, body: str, media: Sequence[str] = ()) -> None:
+        """Push a sandbox reply as the worker's Sender does."""
+        record = {"sid": phone.message_sid().replace("SM", "SB"), "to": NUMBER, "from": "+15005550006",
+                  "body": body, "media_urls": list(media), "in_reply_to": to_sid, "at": self.clock.seconds()}
+        self._push(self.store.keys(topic).outbox, record)
+
+    def record(self, topic: str, sid: str, kind: str = "complete", **extra: Any) -> None:
+        """Record an exchange as the worker does when its handler is done."""
+        self._push(getattr(self.store.keys(topic), kind), {"message": {"sid": sid}, **extra})
+
+    def _push(self, key: str, value: dict[str, Any]) -> None:
+        result_of(Deferred.fromCoroutine(self.store.push_capped(key, json.dumps(value), 100)))
+
+
+class Silent(Resource):
+    """A webhook that never answers."""
+
+    isLeaf = True
+
+    def render(self, request: Any) -> Any:
+        return NOT_DONE_YET
+
+
+class Plain(Resource):
+    """A webhook that answers one status with a plain sentence."""
+
+    isLeaf = True
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__()
+        self.status = status
+        self.body = body
+
+    def render(self, request: Any) -> bytes:
+        request.setResponseCode(self.status)
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return self.body
+
+
+class Recorder(Resource):
+    """A webhook that keeps each request's form and signature and answers fixed TwiML."""
+
+    isLeaf = True
+
+    def __init__(self, answer: bytes = twiml.response("hi back")) -> None:
+        super().__init__()
+        self.answer = answer
+        self.requests: list[tuple[dict[str, str], str | None]] = []
+
+    def render(self, request: Any) -> bytes:
+        form = dict(parse_qsl(request.content.read().decode("utf-8"), keep_blank_values=True))
+        sig = request.getHeader(b"x-twilio-signature")
+        self.requests.append((form, sig.decode() if sig else None))
+        request.setHeader(b"Content-Type", b"text/xml")
+        return self.answer
+
+
+class FailingHTTP:
+    """An HTTP client whose every POST fails with one exception."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def post(self, url: str, **kwargs: Any) -> Deferred[Any]:
+        return fail(self.error)
+
+
+# --- arguments ---------------------------------------------------------------
+
+
+def test_send_arguments_and_defaults() -> None:
+    """send takes URL, --from, --body, repeatable --media; --wait is off, bare 10 s, or a number."""
+    parse = cli._parser().parse_args
+    args = parse(["send", OPEN, "--from", NUMBER, "--body", "hi", "--media", "http://m/a.jpg", "--media", "http://m/b"])
+    assert (args.url, args.sender, args.body, args.to) == (OPEN, NUMBER, "hi", phone.DEFAULT_TO)
+    assert args.media == ["http://m/a.jpg", "http://m/b"]
+    assert args.wait is None and args.auth_token is None and not args.raw
+    assert parse(["send", OPEN, "--from", NUMBER, "--body", "hi", "--wait"]).wait == 10.0
+    assert parse(["send", OPEN, "--from", NUMBER, "--body", "hi", "--wait", "2.5"]).wait == 2.5
+
+
+@pytest.mark.parametrize("argv", [
+    ["send", OPEN, "--body", "hi"],
+    ["send", OPEN, "--from", NUMBER],
+    ["send", OPEN, "--from", NUMBER, "--body", "hi", "--wait", "soon"],
+    ["chat", OPEN],
+    ["init", "a", "b"],
+])
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing --from/--body, a non-numeric --wait or an extra argument is a usage error (exit 2)."""
+    with pytest.raises(SystemExit) as e:
+        cli._parser().parse_args(argv)
+    assert e.value.code == 2
+    assert "pyrowire" in capsys.readouterr().err
+
+
+# --- parameters and signature ------------------------------------------------
+
+
+def test_params_look_like_twilios() -> None:
+    """The posted parameters carry a fresh SM SID, the numbers, the body and no media."""
+    params = phone.build_params(NUMBER, "hello")
+    assert re.fullmatch(r"SM[0-9a-f]{32}", params["MessageSid"])
+    assert params["SmsMessageSid"] == params["SmsSid"] == params["MessageSid"]
+    assert re.fullmatch(r"AC[0-9a-f]{32}", params["AccountSid"])
+    assert (params["From"], params["To"], params["Body"], params["NumMedia"]) == (NUMBER, "+15005550006", "hello", "0")
+    assert params["FromCountry"] == "US" and params["FromCity"] == params["FromZip"] == ""
+    assert not any(k.startswith("Media") for k in params)
+    assert phone.build_params(NUMBER, "x")["MessageSid"] != params["MessageSid"]
+
+
+def test_params_carry_media_with_guessed_types() -> None:
+    """Each --media URL becomes MediaUrlN with a MediaContentTypeN guessed from its extension."""
+    media = ["https://m.example/cat.jpg?size=big", "https://m.example/a.PNG", "https://m.example/clip.mp4",
+             "https://m.example/noext"]
+    params = phone.build_params(NUMBER, "", media=media, to="+15550001111", sid="SM" + "f" * 32)
+    assert params["NumMedia"] == "4" and params["To"] == "+15550001111" and params["MessageSid"] == "SM" + "f" * 32
+    assert [params[f"MediaUrl{i}"] for i in range(4)] == media
+    assert [params[f"MediaContentType{i}"] for i in range(4)] == [
+        "image/jpeg", "image/png", "video/mp4", "application/octet-stream"]
+
+
+@pytest.mark.parametrize("url", [
+    "https://sms.example.com/queue/echo",
+    "http://localhost:62023/queue/echo?x=1&y=2",
+    "https://example.com:8443/mount/queue/caf%C3%A9",
+])
+def test_signature_matches_twilios_validator(url: str) -> None:
+    """The X-Twilio-Signature sent is the one Twilio's own RequestValidator computes and accepts."""
+    params = phone.build_params(NUMBER, "héllo & <you>", media=["https://m.example/a.gif", "https://m.example/b"])
+    signature = phone.sign(url, params, TOKEN)
+    validator = RequestValidator(TOKEN)
+    assert signature == validator.compute_signature(url, params)
+    assert validator.validate(url, params, signature)
+    assert not RequestValidator("another-token").validate(url, params, signature)
+
+
+def test_send_signs_with_auth_token_option_or_environment() -> None:
+    """The request is signed with --auth-token, else $TWILIO_AUTH_TOKEN, and unsigned with neither."""
+    bench = Bench()
+    recorder = Recorder()
+    stub: Any = StubTreq(recorder)
+    for argv, environ in [((), {"TWILIO_AUTH_TOKEN": TOKEN}), (("--auth-token", TOKEN), {"TWILIO_AUTH_TOKEN": "x"}),
+                          ((), {})]:
+        d = bench.start("send", OPEN, "--from", NUMBER, "--body", "b", *argv, environ=environ, http=stub)
+        stub.flush()
+        assert result_of(d) == 0
+    signed = [(form, sig) for form, sig in recorder.requests]
+    for form, sig in signed[:2]:
+        assert RequestValidator(TOKEN).validate(OPEN, form, sig)
+    assert signed[2][1] is None
+    assert signed[2][0]["Body"] == "b" and signed[2][0]["From"] == NUMBER
+
+
+def test_account_sid_from_environment() -> None:
+    """$TWILIO_ACCOUNT_SID, when set, is the AccountSid posted."""
+    bench = Bench()
+    recorder = Recorder()
+    stub: Any = StubTreq(recorder)
+    d = bench.start("send", OPEN, "--from", NUMBER, "--body", "b", environ={"TWILIO_ACCOUNT_SID": ACCOUNT}, http=stub)
+    stub.flush()
+    assert result_of(d) == 0
+    assert recorder.requests[0][0]["AccountSid"] == ACCOUNT
+
+
+# --- TwiML and URLs ------------------------------------------------------------
+
+
+def test_twiml_messages() -> None:
+    """The answer's <Message> texts are read, unescaped, from either form TwiML allows."""
+    assert phone.twiml_messages(twiml.response("a & <b> \"c\"").decode()) == ['a & <b> "c"']
+    assert phone.twiml_messages(twiml.response(None).decode()) == []
+    two = "<Response><Message><Body>one</Body></Message><Message>two</Message><Message/></Response>"
+    assert phone.twiml_messages(two) == ["one", "two", ""]
+
+
+@pytest.mark.parametrize(("text", "why"), [("Internal error", "not TwiML"), ("<html><p>x</p></html>", "<html>")])
+def test_twiml_refuses_what_is_not_twiml(text: str, why: str) -> None:
+    """An answer that is not TwiML is a PhoneError saying so."""
+    with pytest.raises(phone.PhoneError, match=why):
+        phone.twiml_messages(text)
+
+
+def test_topic_is_read_from_the_url() -> None:
+    """The topic is the path segment after /queue/, also under a mount point and percent-encoded."""
+    assert phone.topic_of("http://h/queue/echo") == "echo"
+    assert phone.topic_of("http://h/sms/queue/caf%C3%A9/?x=1") == "café"
+    with pytest.raises(phone.PhoneError, match=r"expected \.\.\./queue/<topic>"):
+        phone.topic_of("http://h/echo")
+
+
+def test_reply_lines() -> None:
+    """A sandbox reply is one '< text' line, with its media listed."""
+    assert phone.describe_reply({"body": "hi"}) == "< hi"
+    assert phone.describe_reply({"body": None, "media_urls": ["http://m/a.jpg"]}) == "< [media: http://m/a.jpg]"
+
+
+# --- send against the real webhook ---------------------------------------------
+
+
+def test_send_prints_the_accept_answer_and_queues_the_message() -> None:
+    """send posts to the real webhook, prints the TwiML answer's text, and the message is queued as sent."""
+    bench = Bench()
+    assert bench.run("send", OPEN, "--from", NUMBER, "--body", "hello there") == 0
+    assert bench.out.getvalue() == ACCEPT + "\n"
+    assert bench.err.getvalue() == ""
+    [message] = bench.queued()
+    assert (message["number"], message["message"], message["to"]) == (NUMBER, "hello there", "+15005550006")
+    assert message["media"] == {"count": 0, "media": {}}
+
+
+def test_send_with_media_and_raw() -> None:
+    """--media reaches the handler's message with its type, and --raw also prints the TwiML."""
+    bench = Bench()
+    assert bench.run("send", OPEN, "--from", NUMBER, "--body", "look", "--media", "https://m.example/a.png",
+                     "--raw") == 0
+    assert bench.out.getvalue() == twiml.response(ACCEPT).decode() + "\n" + ACCEPT + "\n"
+    assert bench.queued()[0]["media"] == {"count": 1, "media": {"https://m.example/a.png": "image/png"}}
+
+
+def test_signed_topic_accepts_the_signature() -> None:
+    """A topic that validates signatures accepts what send signs with the right token."""
+    bench = Bench()
+    assert bench.run("send", SIGNED, "--from", NUMBER, "--body", "hi", "--auth-token", TOKEN) == 0
+    assert bench.out.getvalue() == "signed ok\n"
+
+
+def test_wrong_token_is_one_403_line() -> None:
+    """A signature made with the wrong token is refused: one error line with the status, exit 1."""
+    bench = Bench()
+    assert bench.run("send", SIGNED, "--from", NUMBER, "--body", "hi", "--auth-token", "wrong") == 1
+    assert bench.out.getvalue() == ""
+    [line] = bench.err.getvalue().splitlines()
+    assert line.startswith(f"pyrowire: error: {SIGNED} answered 403 Forbidden")
+
+
+def test_unknown_topic_is_one_404_line() -> None:
+    """An unknown topic gives one error line with the status and the webhook's sentence, exit 1."""
+    bench = Bench()
+    assert bench.run("send", "http://example.com/queue/nope", "--from", NUMBER, "--body", "hi") == 1
+    [line] = bench.err.getvalue().splitlines()
+    assert line.startswith("pyrowire: error: http://example.com/queue/nope answered 404 Not Found: ")
+    assert "nope" in line.split("404 Not Found: ", 1)[1]
+
+
+def test_400_prints_status_and_plain_sentence() -> None:
+    """A 4xx answer's plain-text sentence is printed after its status, on one line."""
+    bench = Bench()
+    stub: Any = StubTreq(Plain(400, b"The Body parameter\nis missing.\n"))
+    d = bench.start("send", OPEN, "--from", NUMBER, "--body", "hi", http=stub)
+    stub.flush()
+    assert result_of(d) == 1
+    assert bench.err.getvalue() == f"pyrowire: error: {OPEN} answered 400 Bad Request: The Body parameter is missing.\n"
+
+
+@pytest.mark.parametrize(("error", "why"), [
+    (ConnectionRefusedError(), "connection refused"),
+    (DNSLookupError("nowhere.invalid"), "nowhere.invalid"),
+    (ResponseNeverReceived([Failure(ConnectionRefusedError())]), "connection refused"),
+])
+def test_connection_errors_are_one_line(error: Exception, why: str) -> None:
+    """A failure to connect is 'cannot connect to URL: reason', one line, exit 1."""
+    bench = Bench()
+    assert bench.run("send", OPEN, "--from", NUMBER, "--body", "hi", http=FailingHTTP(error)) == 1
+    [line] = bench.err.getvalue().splitlines()
+    assert line.startswith(f"pyrowire: error: cannot connect to {OPEN}: ")
+    assert why in line
+
+
+def test_no_answer_times_out() -> None:
+    """A webhook that never answers is given up on after --timeout seconds of the clock, with one line."""
+    bench = Bench()
+    stub: Any = StubTreq(Silent())
+    d = bench.start("send", OPEN, "--from", NUMBER, "--body", "hi", "--timeout", "3", http=stub)
+    stub.flush()
+    bench.clock.advance(2.9)
+    assert not d.called
+    bench.clock.advance(0.2)
+    assert result_of(d) == 1
+    assert bench.err.getvalue() == f"pyrowire: error: no answer from {OPEN} within 3 s\n"
+
+
+def test_bad_url_is_one_line() -> None:
+    """A URL without /queue/<topic> is refused before anything is sent."""
+    bench = Bench()
+    assert bench.run("send", "http://example.com/echo", "--from", NUMBER, "--body", "hi") == 1
+    assert bench.err.getvalue() == (
+        "pyrowire: error: http://example.com/echo is not a webhook URL: expected .../queue/<topic>\n")
+
+
+# --- waiting for sandbox replies -------------------------------------------------
+
+
+def test_wait_prints_the_replies_to_this_message_only() -> None:
+    """--wait prints each sandbox reply whose in_reply_to is the MessageSid sent, then stops when it is recorded."""
+    bench = Bench()
+    d = bench.start("send", OPEN, "--from", NUMBER, "--body", "hi", "--wait")
+    [message] = bench.queued()
+    sid = message["sid"]
+    bench.reply("echo", "SM" + "0" * 32, "not for us")
+    bench.reply("echo", sid, "first")
+    bench.clock.advance(phone.POLL_SECONDS)
+    assert bench.out.getvalue() == ACCEPT + "\n< first\n"
+    assert not d.called
+    bench.reply("echo", sid, "second", media=["http://m/x.jpg"])
+    bench.record("echo", sid)
+    bench.clock.advance(phone.POLL_SECONDS)
+    assert result_of(d) == 0
+    assert bench.out.getvalue() == ACCEPT + "\n< first\n< second [media: http://m/x.jpg]\n"
+    assert bench.err.getvalue() == ""
+
+
+def test_wait_with_replies_but_no_record_ends_at_the_deadline_successfully() -> None:
+    """Replies seen by the deadline are a success even if the exchange is not recorded yet."""
+    bench = Bench()
+    d = bench.start("send", OPEN, "--from", NUMBER, "--body", "hi", "--wait", "1")
+    bench.reply("echo", bench.queued()[0]["sid"], "hello")
+    bench.clock.pump([phone.POLL_SECONDS] * 9)
+    assert not d.called
+    bench.clock.pump([phone.POLL_SECONDS] * 2)
+    assert result_of(d) == 0
+    assert bench.out.getvalue().endswith("< hello\n")
+
+
+def test_wait_timeout_without_reply_is_an_error() -> None:
+    """No reply within --wait seconds is one error line and exit 1."""
+    bench = Bench()
+    d = bench.start("send", OPEN, "--from", NUMBER, "--body", "hi", "--wait", "2")
+    bench.clock.pump([phone.POLL_SECONDS] * 19)
+    assert not d.called
+    bench.clock.pump([phone.POLL_SECONDS] * 2)
+    assert result_of(d) == 1
+    assert bench.err.getvalue() == "pyrowire: error: no reply to the message within 2 s\n"
+
+
+def test_wait_reports_a_failed_handler() -> None:
+    """A handler error recorded for the message ends the wait with its error line, exit 1."""
+    bench = Bench()
+    d = bench.start("send", OPEN, "--from", NUMBER, "--body", "hi", "--wait")
+    sid = bench.queued()[0]["sid"]
+    bench.record("echo", sid, "errors", error="ZeroDivisionError: division by zero")
+    bench.clock.advance(phone.POLL_SECONDS)
+    assert result_of(d) == 1
+    assert bench.err.getvalue() == (
+        "pyrowire: error: the handler failed on the message: ZeroDivisionError: division by zero\n")
+
+
+def test_wait_on_a_handled_message_without_sandbox_reply() -> None:
+    """A message handled without a sandbox reply (a real Twilio topic) says so and exits 0."""
+    bench = Bench()
+    d = bench.start("send", OPEN, "--from", NUMBER, "--body", "hi", "--wait")
+    bench.record("echo", bench.queued()[0]["sid"])
+    bench.clock.advance(phone.POLL_SECONDS)
+    assert result_of(d) == 0
+    assert bench.out.getvalue() == ACCEPT + "\n(handled; no sandbox reply)\n"
+
+
+def test_wait_needs_a_reachable_redis() -> None:
+    """With --wait and no Redis to read replies from, send stops with one --redis line before posting."""
+    clock = Clock()
+    out, err = io.StringIO(), io.StringIO()
+    recorder = Recorder()
+    made: list[tuple[Any, str]] = []
+
+    def unreachable(address: Any, prefix: str) -> MemoryStore:
+        made.append((address, prefix))
+        store = MemoryStore(clock, prefix)
+        store.down = True
+        return store
+
+    argv = ["send", OPEN, "--from", NUMBER, "--body", "hi", "--wait", "--redis", "unix:///nowhere/redis.sock",
+            "--prefix", "p1"]
+    effects = cli.Effects(http=StubTreq(recorder), store_factory=cast(Any, unreachable))
+    d = Deferred.fromCoroutine(cli.run(clock, argv, {}, out, err, effects))
+    clock.pump([0.05] * int(cli.CONNECT_SECONDS / 0.05 + 2))
+    assert result_of(d) == 1
+    assert err.getvalue() == "pyrowire: error: --redis: cannot reach Redis at unix:///nowhere/redis.sock\n"
+    assert recorder.requests == []
+    assert [(a.path, p) for a, p in made] == [("/nowhere/redis.sock", "p1")]
+
+
+def test_wait_defaults_to_the_embedded_redis_of_the_folder() -> None:
+    """Without --redis or $REDIS_URL, replies are read from ./.pyrowire/redis/redis.sock; $REDIS_URL beats it."""
+    assert cli.redis_address(None, {}, "/srv/app").path == "/srv/app/.pyrowire/redis/redis.sock"
+    assert cli.redis_address(None, {"REDIS_URL": "redis://h:6380/2"}, "/srv/app").port == 6380
+    assert cli.redis_address("redis://o:6381/0", {"REDIS_URL": "redis://h:6380/2"}, "/x").port == 6381
+
+
+# --- chat --------------------------------------------------------------------------
+
+
+def test_chat_sends_each_line_and_prints_answers_and_replies() -> None:
+    """chat sends each input line in turn, printing prompts, the answer and that line's replies, until EOF."""
+    bench = Bench()
+    d = bench.start("chat", OPEN, "--from", NUMBER, lines=["hello", "", "again"])
+    first = bench.queued()[0]["sid"]
+    bench.reply("echo", first, "olleh")
+    bench.record("echo", first)
+    bench.clock.advance(phone.POLL_SECONDS)
+    bench.flush()
+    second = bench.queued()[1]["sid"]
+    bench.reply("echo", second, "niaga")
+    bench.record("echo", second)
+    bench.clock.advance(phone.POLL_SECONDS)
+    assert result_of(d) == 0
+    assert [m["message"] for m in bench.queued()] == ["hello", "again"]
+    assert bench.out.getvalue() == f"> {ACCEPT}\n< olleh\n> > {ACCEPT}\n< niaga\n> \n"
+    assert bench.err.getvalue() == ""
+
+
+def test_chat_goes_on_after_an_error() -> None:
+    """An error on one line is printed and chat reads the next line; EOF still exits 0."""
+    bench = Bench()
+    d = bench.start("chat", OPEN, "--from", NUMBER, "--wait", "1", http=FailingHTTP(ConnectionRefusedError()),
+                    lines=["a", "b"])
+    assert result_of(d) == 0
+    assert bench.err.getvalue().splitlines() == [f"pyrowire: error: cannot connect to {OPEN}: connection refused"] * 2
+
+
+def test_chat_echoes_piped_lines() -> None:
+    """With echo (input that is not a terminal) each line read is shown after its prompt."""
+    bench = Bench()
+    recorder = Recorder(twiml.response(None))
+    stub: Any = StubTreq(recorder)
+    talker = phone.Phone(OPEN, NUMBER, http=stub, clock=bench.clock, outbox=cast(Any, bench.store))
+    d = Deferred.fromCoroutine(phone.chat(talker, phone.lines_from(["hi"]), bench.out, bench.err, wait=0, echo=True))
+    stub.flush()
+    assert result_of(d) == 0
+    assert bench.out.getvalue() == "> hi\n(empty answer)\n> \n"
+    assert bench.err.getvalue() == "pyrowire: no reply to it within 0 s\n"
+
+
+def test_terminal_protocol_queues_lines_until_end_of_input() -> None:
+    """The stdin protocol yields each line (CRLF or LF, a last unterminated one too), then None at EOF."""
+    terminal = phone.Terminal()
+    transport = StringTransport()
+    terminal.makeConnection(transport)
+    got: list[str | None] = []
+    for _ in range(4):
+        terminal.next_line().addCallback(got.append)
+    terminal.dataReceived(b"one\r\ntw")
+    terminal.dataReceived(b"o\nthree")
+    assert got == ["one", "two"]
+    terminal.readConnectionLost()
+    assert got == ["one", "two", "three", None]
+    terminal.write("< é\n")
+    assert transport.value() == "< é\n".encode()
+    terminal.connectionLost(None)
+    assert terminal.closed.called
+
+
+# --- init ----------------------------------------------------------------------------
+
+
+def test_init_writes_the_app_and_says_what_next(tmp_path: Any) -> None:
+    """init DIR writes the five files and prints how to run and text the app."""
+    bench = Bench()
+    target = tmp_path / "newapp"
+    assert bench.run("init", str(target)) == 0
+    assert sorted(p.name for p in target.iterdir()) == [
+        "Procfile", "app.py", "requirements.txt", "settings.py", "test_app.py"]
+    lines = bench.out.getvalue().splitlines()
+    assert lines[0] == f"wrote app.py, settings.py, Procfile, requirements.txt, test_app.py in {target}"
+    assert "twistd -n pyrowire --app app" in lines[1]
+    assert "pyrowire send http://localhost:62023/queue/hello --from +15551234567 --body hi --wait" in lines[2]
+
+
+def test_init_refuses_to_overwrite_then_force_does(tmp_path: Any) -> None:
+    """init refuses, in one line naming the files, when they exist; --force overwrites them."""
+    (tmp_path / "app.py").write_text("mine\n")
+    (tmp_path / "Procfile").write_text("mine\n")
+    bench = Bench()
+    assert bench.run("init", str(tmp_path)) == 1
+    assert bench.err.getvalue() == (
+        f"pyrowire: error: app.py, Procfile already in {tmp_path}; use --force to overwrite\n")
+    assert (tmp_path / "app.py").read_text() == "mine\n"
+    assert not (tmp_path / "settings.py").exists()
+    assert bench.run("init", str(tmp_path), "--force") == 0
+    assert "pyrowire.App(settings)" in (tmp_path / "app.py").read_text()
