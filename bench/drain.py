@@ -1,0 +1,123 @@
+"""Drain benchmark: 5,000 queued messages through ``--role worker --concurrency 64``, against a minimal loop.
+
+    /tmp/venv/bin/python bench/drain.py [--runs 3] [--messages 5000] [--delays 0,50]
+
+For each simulated I/O delay D (ms), in turn on core 0:
+
+* ``ceiling_drain_loop``: bench/ceilings/drain_loop.py, 64 bare loops doing the same Redis
+  moves (BLMOVE queue -> inflight, then LREM inflight + LPUSH complete in one script) and
+  the same treq POST to the fake Twilio, waiting D ms between;
+* ``pyrowire``: ``twistd -n pyrowire --role worker --topic echoD --concurrency 64``, whose
+  handler awaits D ms (deferLater) and replies with ``app.sms``.
+
+The worker is started and waits on its 64 blocking pops; the messages (as pyrowire's webhook
+queues them) are pushed in one LPUSH; the time is from that push to the last reply recorded
+by the fake Twilio (on core 1, with Redis).  One JSON line per (system, D): msg/s, seconds,
+replies counted, CPU use of
+the system, Redis and the fake Twilio (fraction of one core: 1.0 means that core was the
+limit; Redis and the fake share core 1), the ratio to the ceiling, and the target (D=0: >= 0.9 x ceiling;
+D=50: >= 1,000 msg/s).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    BENCH,
+    CpuMeter,
+    base_parser,
+    bench,
+    complete_key,
+    emit,
+    message_payload,
+    note,
+    queue_key,
+    require_cores,
+    rss_mb,
+    summarise,
+    verdict,
+    wait_for,
+)
+
+CONCURRENCY = 64
+RATIO_TARGET = 0.9
+RATE_TARGET = 1000.0
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--delays", default="0,50", help="simulated I/O per message, ms (topics echo0, echo50)")
+    args = parser.parse_args()
+    require_cores()
+    delays = [int(d) for d in args.delays.split(",")]
+    systems = ("ceiling_drain_loop", "pyrowire")
+    runs: dict[tuple[str, int], list[dict]] = {(s, d): [] for d in delays for s in systems}
+    with bench("drain", args.keep) as b:
+        redis = b.redis()
+        twilio = b.fake_twilio()
+        for run in range(args.runs):
+            for d in delays:
+                topic = f"echo{d}"
+                for system in systems:
+                    note(f"run {run + 1}/{args.runs}: D={d} ms, {system}")
+                    redis.flush()
+                    twilio.clear()
+                    if system == "pyrowire":
+                        proc, _ = b.pyrowire(redis, twilio.url, "--role", "worker", "--topic", topic,
+                                             "--concurrency", str(CONCURRENCY))
+                    else:
+                        proc = b.python(system, BENCH / "ceilings" / "drain_loop.py",
+                                        ["--redis-port", str(redis.port), "--twilio", twilio.url, "--topic", topic,
+                                         "--concurrency", str(CONCURRENCY), "--delay-ms", str(d)])
+                    wait_for(lambda: redis.blocked_clients() >= CONCURRENCY, 30,
+                             f"{system} to wait on {CONCURRENCY} pops", 0.05, proc)
+                    time.sleep(0.3)  # let start-up work (recovery scan, heartbeats) settle
+                    payloads = [message_payload(topic, f"SMdrain{i:026d}", f"echo me {i}")
+                                for i in range(args.messages)]
+                    meter = CpuMeter({"sut": proc.pid, "redis": redis.proc.pid, "fake_twilio": twilio.proc.pid})
+                    started = time.time()
+                    redis.call("LPUSH", queue_key(topic), *payloads)
+                    wait_for(lambda topic=topic: redis.llen(complete_key(topic)) >= args.messages, 300,
+                             f"{args.messages} completes", 0.02, proc)
+                    polled = time.time() - started
+                    cpu = meter.read()
+                    memory = rss_mb(proc.pid)
+                    messages = twilio.messages()
+                    last = max(m["received_at"] for m in messages)
+                    seconds = last - started
+                    runs[(system, d)].append({
+                        "msg_s": args.messages / seconds, "seconds": seconds, "seconds_to_all_complete": polled,
+                        "replies": len(messages), "unique_replies": len({m["body"] for m in messages}),
+                        "peak_rss_mb": memory["peak_rss_mb"], **cpu})
+                    b.stop(proc)
+    for d in delays:
+        ceiling, py = runs[("ceiling_drain_loop", d)], runs[("pyrowire", d)]
+        for c, p in zip(ceiling, py, strict=True):
+            p["ratio_to_ceiling"] = p["msg_s"] / c["msg_s"]
+        keys = ["msg_s", "seconds", "seconds_to_all_complete", "replies", "unique_replies", "peak_rss_mb",
+                "cpu_sut", "cpu_redis", "cpu_fake_twilio"]
+        common = {"scenario": "drain", "delay_ms": d, "messages": args.messages, "concurrency": CONCURRENCY,
+                  "runs": args.runs}
+        emit({**common, "system": "ceiling_drain_loop", **summarise(ceiling, keys)})
+        summary = summarise(py, [*keys, "ratio_to_ceiling"])
+        if d == 0:
+            target = f"msg/s >= {RATIO_TARGET} x ceiling_drain_loop (median of per-run ratios)"
+            met = verdict(summary["ratio_to_ceiling"], RATIO_TARGET)
+        elif d == 50:
+            target = f"msg/s >= {RATE_TARGET:g} with concurrency {CONCURRENCY}"
+            met = verdict(summary["msg_s"], RATE_TARGET)
+        else:
+            target, met = None, None
+        emit({**common, "system": "pyrowire --role worker", **summary,
+              "all_replied": all(r["unique_replies"] == args.messages for r in py),
+              "target": target, "target_met": met})
+
+
+if __name__ == "__main__":
+    main()
