@@ -62,11 +62,6 @@ class TopicKeys:
         """List of messages that used up their attempts."""
         return f"{self.base}:dead"
 
-    @property
-    def attempts(self) -> str:
-        """Hash of MessageSid -> how many times a handler was started on it (counted before it runs)."""
-        return f"{self.base}:attempts"
-
     def sent(self, sid: str) -> str:
         """Hash of send index -> outbound SID for one inbound message, so a re-run sends nothing twice."""
         return f"{self.base}:sent:{sid}"

@@ -14,6 +14,7 @@ it, as they would when the connection drops.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -94,6 +95,30 @@ class MemoryPopper:
         for d in list(self._waiting):
             self._store._fail_waiter(d, RedisUnavailable("the popper was closed"))
         return succeed(None)
+
+
+def _bump_attempts(item: str) -> str:
+    """What store.RECLAIM does to a dead worker's message: one more interrupted run in its envelope."""
+    try:
+        envelope = json.loads(item)
+    except ValueError:
+        return item
+    if not isinstance(envelope, dict):
+        return item
+    envelope["attempts"] = int(envelope.get("attempts") or 0) + 1
+    return json.dumps(envelope)
+
+
+def _reset_attempts(item: str) -> str:
+    """What store.REQUEUE does to a dead letter: its interrupted runs forgotten."""
+    try:
+        envelope = json.loads(item)
+    except ValueError:
+        return item
+    if not isinstance(envelope, dict) or "attempts" not in envelope:
+        return item
+    del envelope["attempts"]
+    return json.dumps(envelope)
 
 
 class MemoryStore:
@@ -181,17 +206,10 @@ class MemoryStore:
         target: str = getattr(k, kind)
         self._lpush(target, record)
         self._ltrim(target, 0, retention - 1)
-        self._hashes.get(k.attempts, {}).pop(sid, None)
         self._hashes.pop(k.sent(sid), None)
         if dead:
             self._lpush(k.dead, payload)
         self._serve(target)
-
-    async def count_attempt(self, topic: str, sid: str) -> int:
-        self._check()
-        counts = self._hashes.setdefault(self.keys(topic).attempts, {})
-        counts[sid] = str(int(counts.get(sid, "0")) + 1)
-        return int(counts[sid])
 
     async def record_sent(self, topic: str, sid: str, index: int, outbound: str) -> None:
         self._check()
@@ -206,7 +224,8 @@ class MemoryStore:
         k = self.keys(topic)
         dead = self._lists.pop(k.dead, [])
         queue = self._lists.setdefault(k.queue, [])
-        queue[:0] = dead  # as LMOVE RIGHT→LEFT one by one: behind everything queued, oldest first
+        # as RPOP + LPUSH one by one: behind everything queued, oldest first, attempts reset
+        queue[:0] = [_reset_attempts(item) for item in dead]
         self._serve(k.queue)
         return len(dead)
 
@@ -233,7 +252,7 @@ class MemoryStore:
         # which is the end pops take from
         queue = self._lists.setdefault(k.queue, [])
         for item in inflight:
-            queue.append(item)
+            queue.append(item if force else _bump_attempts(item))
         if not queue:
             del self._lists[k.queue]
         members = self._sets.get(k.workers)

@@ -162,7 +162,8 @@ class PyrowireService(MultiService):
         assert self.runtime is not None
         webhook = Webhook(self.app, self.store, self.reactor, self.config.profile.public_url, self.metrics,
                           serve_webhook=self.config.role != "worker")
-        site = WebSite(webhook.resource(), access_log=self.config.profile.debug, reactor=self.reactor)
+        site = WebSite(webhook.resource(), access_log=self.config.profile.debug, reactor=self.reactor,
+                       fast={b"queue": webhook.queue_resource()} if webhook.serve_webhook else None)
         try:
             endpoint = serverFromString(self.reactor, self.config.listen)
             self.port = await endpoint.listen(site)

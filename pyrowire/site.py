@@ -96,10 +96,24 @@ class WebSite(Site):
     requestFactory = LimitedRequest
 
     def __init__(self, resource: IResource, access_log: bool = False, max_body: int = MAX_BODY,
-                 reactor: IReactorTime | None = None) -> None:
+                 reactor: IReactorTime | None = None, fast: dict[bytes, IResource] | None = None) -> None:
         super().__init__(resource, reactor=reactor)
         self.access_log = access_log
         self.max_body = max_body
+        # first path segment -> a leaf resource that takes those requests without the router
+        self.fast = fast or {}
+
+    def getResourceFor(self, request: Any) -> Any:
+        if self.fast:
+            postpath = request.postpath
+            leaf = self.fast.get(postpath[0]) if postpath else None
+            if leaf is not None:
+                request.site = self
+                request.sitepath = []
+                request.prepath = [postpath[0]]
+                request.postpath = postpath[1:]
+                return leaf
+        return super().getResourceFor(request)
 
     def log(self, request: Any) -> None:
         if self.access_log:

@@ -8,6 +8,7 @@ A worker's blocking pop runs on a connection of its own (:class:`Popper`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -28,23 +29,33 @@ if ARGV[3] ~= '' then redis.call('LPUSH', KEYS[2], ARGV[3]) end
 return false
 """
 
-# KEYS: inflight, records, attempts, sent, dead. ARGV: payload, record, retention, sid, dead ('1' or '').
-# Drops the message from in-flight, records it, forgets its attempts and sends; a dead
-# message is also kept whole in the dead-letter list (never trimmed: nothing is dropped silently).
+# KEYS: inflight, records, sent, dead. ARGV: payload, record, retention, dead ('1' or '').
+# Drops the message from in-flight, records it, forgets its sends; a dead message is also
+# kept whole in the dead-letter list (never trimmed: nothing is dropped silently).
 FINISH = """
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-redis.call('HDEL', KEYS[3], ARGV[4])
-redis.call('DEL', KEYS[4])
-if ARGV[5] == '1' then redis.call('LPUSH', KEYS[5], ARGV[1]) end
+redis.call('DEL', KEYS[3])
+if ARGV[4] == '1' then redis.call('LPUSH', KEYS[4], ARGV[1]) end
 return 1
 """
 
-# KEYS: dead, queue. Moves every dead letter to the back of the queue, oldest first.
+# KEYS: dead, queue. Moves every dead letter to the back of the queue, oldest first, with
+# its count of interrupted runs reset: a re-queued message gets max_attempts afresh.
 REQUEUE = """
 local n = 0
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do n = n + 1 end
+while true do
+  local item = redis.call('RPOP', KEYS[1])
+  if not item then break end
+  local ok, envelope = pcall(cjson.decode, item)
+  if ok and type(envelope) == 'table' and envelope['attempts'] then
+    envelope['attempts'] = nil
+    item = cjson.encode(envelope)
+  end
+  redis.call('LPUSH', KEYS[2], item)
+  n = n + 1
+end
 return n
 """
 
@@ -56,12 +67,26 @@ return 1
 """
 
 # KEYS: inflight, queue, alive, workers. ARGV: worker id, 'force' or ''.
-# Moves the worker's in-flight messages back to the consuming end of the queue,
-# oldest first, unless the worker is still alive and this is not forced.
+# Moves the worker's in-flight messages back to the consuming end of the queue, oldest
+# first, unless the worker is still alive and this is not forced. A dead worker's messages
+# may have been started: each counts one interrupted run ("attempts" in its envelope), so a
+# message that kills every worker that takes it still ends as a dead letter.
 RECLAIM = """
 if ARGV[2] ~= 'force' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local n = 0
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do n = n + 1 end
+while true do
+  local item = redis.call('LPOP', KEYS[1])
+  if not item then break end
+  if ARGV[2] ~= 'force' then
+    local ok, envelope = pcall(cjson.decode, item)
+    if ok and type(envelope) == 'table' then
+      envelope['attempts'] = (tonumber(envelope['attempts']) or 0) + 1
+      item = cjson.encode(envelope)
+    end
+  end
+  redis.call('RPUSH', KEYS[2], item)
+  n = n + 1
+end
 redis.call('SREM', KEYS[4], ARGV[1])
 redis.call('DEL', KEYS[3])
 return n
@@ -80,6 +105,9 @@ redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return 1
 """
+
+
+_SHAS: dict[str, str] = {}
 
 
 def _connect(address: RedisAddress, poolsize: int, reply_timeout: float | None) -> Any:
@@ -168,7 +196,16 @@ class RedisStore:
             raise RedisUnavailable(f"Redis at {self.address.display()}: {e}") from None
 
     async def _script(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await self._run("eval", script, list(keys), list(args))
+        """EVALSHA with the script's digest computed once; EVAL (which loads it) when Redis lost it."""
+        sha = _SHAS.get(script)
+        if sha is None:
+            sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()
+        try:
+            return await self._run("execute_command", "EVALSHA", sha, len(keys), *keys, *args)
+        except txredisapi.ResponseError as e:
+            if not str(e).startswith("NOSCRIPT"):
+                raise
+        return await self._run("execute_command", "EVAL", script, len(keys), *keys, *args)
 
     async def ping(self) -> bool:
         return bool(await self._run("ping"))
@@ -188,13 +225,9 @@ class RedisStore:
         k = self.keys(topic)
         await self._script(
             FINISH,
-            (k.inflight(worker), getattr(k, kind), k.attempts, k.sent(sid), k.dead),
-            (payload, record, retention, sid, "1" if dead else ""),
+            (k.inflight(worker), getattr(k, kind), k.sent(sid), k.dead),
+            (payload, record, retention, "1" if dead else ""),
         )
-
-    async def count_attempt(self, topic: str, sid: str) -> int:
-        """Count one more start of the handler on ``sid`` and return the count (1 for the first)."""
-        return int(await self._run("hincrby", self.keys(topic).attempts, sid, 1))
 
     async def record_sent(self, topic: str, sid: str, index: int, outbound: str) -> None:
         """Remember that the handler's ``index``-th send for inbound ``sid`` went out as ``outbound``."""

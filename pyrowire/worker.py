@@ -137,10 +137,9 @@ class TopicWorker(Service):
         message: dict[str, Any] = envelope["message"]
         sid = str(message.get("sid", ""))
         store = rt.store
-        # the attempt is counted before the handler runs, so a SIGKILL mid-handler still uses one up
-        attempt = await self._persist(lambda: store.count_attempt(topic, sid))
-        if attempt is None:
-            return  # stopping while Redis is away: the message stays in flight for recovery
+        # runs interrupted by a dead worker were counted when recovery put the message back
+        # (store.RECLAIM), so a message that kills its workers still uses up its attempts
+        attempt = int(envelope.get("attempts") or 0) + 1
         exchange = Exchange(sid)
         if attempt > 1:
             exchange.previous = await self._persist(lambda: store.sent(topic, sid)) or {}
@@ -179,10 +178,7 @@ class TopicWorker(Service):
                 await self._sleep(backoff(attempt))
                 if not self.running:
                     return  # not started again: put back on stop
-                next_attempt = await self._persist(lambda: store.count_attempt(topic, sid))
-                if next_attempt is None:
-                    return
-                attempt = next_attempt
+                attempt += 1
         finally:
             rt.exchanges.pop(sid, None)
 

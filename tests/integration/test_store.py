@@ -157,3 +157,25 @@ async def test_keys_share_the_topic_hash_slot_and_prefix(redis_server: RedisServ
         assert {str(n).split("}")[0] for n in names} == {"acme:{echo"}
     finally:
         await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reclaim_counts_an_interrupted_run_and_requeue_forgets_it(redis_server: RedisServer) -> None:
+    """A dead worker's message comes back with one more interrupted run; a re-queued dead letter with none."""
+    store = await started(redis_server)
+    popper = store.popper()
+    try:
+        keys = store.keys("echo")
+        envelope = {"message": {"sid": "SM1", "message": "h\u00e9llo", "media": {"count": 0, "media": {}},
+                                "reply": None}, "received_at": 1764300000.25}
+        await store.accept("echo", "SM1", "a", json.dumps(envelope))
+        await popper.pop(keys, "dead", 1)
+        assert await store.reclaim("echo", "dead") == 1
+        back = json.loads(await popper.pop(keys, "next", 1))
+        assert back == {**envelope, "attempts": 1}
+        await store.finish("echo", "next", json.dumps(back), "SM1", "{}", "errors", 10, dead=True)
+        assert await store.requeue_dead("echo") == 1
+        assert json.loads(await popper.pop(keys, "next", 1)) == envelope
+    finally:
+        await popper.close()
+        await store.stop()
