@@ -72,6 +72,17 @@ class LimitedRequest(Request):
         """Hand a complete request to the resource, unless it was refused while arriving."""
         if self.refused:
             return
+        headers = self.requestHeaders
+        ctype = headers.getRawHeaders(b"content-type")
+        if command == b"POST" and ctype and ctype[0][:33].lower() == b"application/x-www-form-urlencoded":
+            # twisted.web would parse this form through the email package's header parser, a large
+            # share of a webhook's cost; pyrowire's webhook parses the body itself
+            headers.removeHeader(b"content-type")
+            try:
+                super().requestReceived(command, path, version)
+            finally:
+                headers.setRawHeaders(b"content-type", ctype)
+            return
         super().requestReceived(command, path, version)
 
     def _refuse(self) -> None:

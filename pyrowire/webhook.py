@@ -52,11 +52,6 @@ def _parse(query: bytes, strict: bool = False) -> dict[str, list[str]]:
     return parsed
 
 
-def _is_form(request: IRequest) -> bool:
-    ctype = request.getHeader(b"content-type") or b""
-    return ctype.split(b";", 1)[0].strip().lower() == b"application/x-www-form-urlencoded"
-
-
 class QueueResource(Resource):
     """The webhook route as a twisted.web leaf: ``postpath`` is ``[topic]``."""
 
@@ -146,9 +141,6 @@ class Webhook:
             raise BadRequest(413, "The request body is larger than 64 KiB.")
         if request.method == b"GET":
             return _parse(request.uri.partition(b"?")[2])
-        if b"?" not in request.uri and request.args and _is_form(request):
-            # twisted.web parsed this form body already; with no query string its args are the body's
-            return _decode(request.args)
         content = request.content
         content.seek(0, 2)
         if content.tell() > MAX_BODY:
