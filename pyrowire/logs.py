@@ -62,6 +62,11 @@ def config_for(profile: Profile, environ: Mapping[str, str]) -> LogConfig:
     return LogConfig(level, fmt)
 
 
+def enabled(level: int) -> bool:
+    """Whether events at ``level`` (a logging number) are written: per-message events check it first."""
+    return level >= current.level
+
+
 def configure(config: LogConfig) -> None:
     current.level, current.format = config.level, config.format
 

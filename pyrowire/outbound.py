@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -10,6 +11,7 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from pyrowire import logs
 from pyrowire.metrics import Metrics
 from pyrowire.settings import Topic
 from pyrowire.store import RedisStore
@@ -55,7 +57,8 @@ class Sender:
             topic.twilio, to=to, body=body, media_urls=media_urls, status_callback=topic.status_callback,
             observer=self._observer(topic.name),
         )
-        self.log.info("sent {sid} to {to} for {topic}", sid=sid, to=to, topic=topic.name, outcome="sent")
+        if logs.enabled(logging.INFO):
+            self.log.info("sent {sid} to {to} for {topic}", sid=sid, to=to, topic=topic.name, outcome="sent")
         return sid
 
     async def _sandbox(self, topic: Topic, to: str, body: str | None, media_urls: Sequence[str],

@@ -187,7 +187,6 @@ class TwilioClient:
         if status_callback:
             form.append(("StatusCallback", status_callback))
         sid = await self._post(account, form, observer)
-        self.log.debug("twilio accepted {sid}", sid=sid)
         return sid
 
     def _account(self, creds: TwilioConfig) -> _Account:

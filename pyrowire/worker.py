@@ -9,6 +9,7 @@ write the record) is one Lua script.
 from __future__ import annotations
 
 import json
+import logging
 import traceback
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -21,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from pyrowire import logs
 from pyrowire.calls import call_user
 from pyrowire.errors import RedisUnavailable
 from pyrowire.runtime import Exchange
@@ -55,6 +57,10 @@ def _observe(d: Deferred[Any]) -> Deferred[None]:
 
 def _json_default(value: Any) -> Any:
     return repr(value)
+
+
+# built once: json.dumps(..., default=) would build a new encoder for every record
+_RECORD_ENCODER = json.JSONEncoder(default=_json_default)
 
 
 class TopicWorker(Service):
@@ -167,12 +173,14 @@ class TopicWorker(Service):
                                        finished - started)
                 record.update(sids=list(exchange.sids), worker=rt.worker_id, attempt=attempt,
                               received_at=envelope.get("received_at"), started_at=started, finished_at=finished)
-                text = json.dumps(record, default=_json_default)
+                text = _RECORD_ENCODER.encode(record)
                 if kind == "complete" or dead:
                     await self._persist(partial(store.finish, topic, rt.worker_id, payload, sid, text, kind,
                                                 self.topic.retention, dead))
-                    self.log.info("{topic} {sid} {outcome} in {duration:.3f}s", topic=topic, sid=sid,
-                                  outcome="complete" if kind == "complete" else "dead", duration=finished - started)
+                    if logs.enabled(logging.INFO):
+                        self.log.info("{topic} {sid} {outcome} in {duration:.3f}s", topic=topic, sid=sid,
+                                      outcome="complete" if kind == "complete" else "dead",
+                                      duration=finished - started)
                     return
                 await self._persist(partial(store.push_capped, store.keys(topic).errors, text, self.topic.retention))
                 await self._sleep(backoff(attempt))
