@@ -5,10 +5,11 @@ As in the original pyrowire, a validator returns True when the message is INVALI
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
-from importlib.resources import files
+from importlib.util import find_spec
 from typing import Any
 
 from pyrowire.calls import as_deferred, is_pending
@@ -24,7 +25,13 @@ _NOT_BEFORE_WORD = r"(?![^\W_])"
 
 
 def _load_words() -> list[str]:
-    text = (files("better_profanity") / "profanity_wordlist.txt").read_text(encoding="utf-8")
+    # the list file only: importing better_profanity itself would cost the process ~1.6 MB
+    spec = find_spec("better_profanity")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the better-profanity package is not installed")
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "profanity_wordlist.txt")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
     return sorted({line.strip().lower() for line in text.splitlines() if line.strip()})
 
 
