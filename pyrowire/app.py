@@ -16,7 +16,7 @@ from pyrowire.errors import ConfigurationError, PyrowireError
 from pyrowire.settings import Settings, Topic, load_settings
 
 if TYPE_CHECKING:
-    from pyrowire.runtime import Runtime
+    from pyrowire.runtime import Exchange, Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
 Check = tuple[str, Callable[[dict[str, Any]], Any], str]
@@ -151,11 +151,23 @@ class App:
             sid = await runtime.sender.send(topic, to=message["number"], body=body, media_urls=media_urls,
                                             in_reply_to=inbound)
             exchange.previous[index] = sid
-            d = Deferred.fromCoroutine(runtime.store.record_sent(topic.name, exchange.sid, index, sid))
-            d.addErrback(lambda f: self.log.warn("could not record send {sid}: {error}", sid=sid,
-                                                 error=f.getErrorMessage()))
+            # recorded on the next reactor turn, unless the handler finishes first (then the finish
+            # record makes it moot): a fast handler costs no extra round trip per send
+            exchange.unsaved[index] = sid
+            if exchange.saving is None:
+                exchange.saving = runtime.clock.callLater(0, self._save_sends, runtime, topic.name, exchange)
         exchange.sids.append(sid)
         return sid
+
+    def _not_saved(self, failure: Any, sid: str) -> None:
+        self.log.warn("could not record send {sid}: {error}", sid=sid, error=failure.getErrorMessage())
+
+    def _save_sends(self, runtime: Runtime, topic: str, exchange: Exchange) -> None:
+        exchange.saving = None
+        for index, sid in list(exchange.unsaved.items()):
+            d = Deferred.fromCoroutine(runtime.store.record_sent(topic, exchange.sid, index, sid))
+            d.addErrback(self._not_saved, sid)
+        exchange.unsaved.clear()
 
     def send_accept(self, topic: Topic, message: Mapping[str, Any]) -> None:
         """Send the accept response through the REST API too (``send_on_accept``), in the background."""

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from pyrowire.store import RedisStore
 
@@ -30,6 +30,16 @@ class Exchange:
     sids: list[str] = field(default_factory=list)
     previous: dict[int, str] = field(default_factory=dict)
     next_index: int = 0
+    # sends not yet recorded in Redis, and the call that records them on the next reactor turn
+    unsaved: dict[int, str] = field(default_factory=dict)
+    saving: IDelayedCall | None = None
+
+    def settle(self) -> None:
+        """The message is finishing (its record drops the send records): nothing left to record."""
+        if self.saving is not None and self.saving.active():
+            self.saving.cancel()
+        self.saving = None
+        self.unsaved.clear()
 
 
 @dataclass

@@ -175,6 +175,7 @@ class TopicWorker(Service):
                               received_at=envelope.get("received_at"), started_at=started, finished_at=finished)
                 text = _RECORD_ENCODER.encode(record)
                 if kind == "complete" or dead:
+                    exchange.settle()
                     await self._persist(partial(store.finish, topic, rt.worker_id, payload, sid, text, kind,
                                                 self.topic.retention, dead))
                     if logs.enabled(logging.INFO):

@@ -450,3 +450,23 @@ def test_sends_of_a_killed_run_are_not_repeated_by_the_next_worker() -> None:
     assert h.outbox() == []
     [record] = h.records("complete")
     assert record["attempt"] == 2 and record["sids"] == ["SMalready"]
+
+
+def test_a_send_is_recorded_while_the_handler_still_runs_and_not_after_it_finished() -> None:
+    """A handler still running after a send has it recorded on the next turn; a finished one needs no record."""
+    h = Harness()
+
+    async def slow(message: dict[str, Any]) -> Any:
+        message["reply"] = "first"
+        await h.app.sms(message)
+        await deferLater(h.clock, 10)
+        return message
+
+    h.start(slow)
+    h.queue("SM1")
+    assert now(h.store.sent("echo", "SM1")) == {}  # not yet: same reactor turn as the send
+    h.clock.advance(0)
+    assert now(h.store.sent("echo", "SM1")) == {0: h.outbox()[0]["sid"]}
+    h.clock.advance(10)
+    assert now(h.store.sent("echo", "SM1")) == {}  # the finish record dropped it
+    assert len(h.records("complete")) == 1
