@@ -27,8 +27,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from twilio.request_validator import RequestValidator  # noqa: E402
-
+from pyrowire.signature import compute  # noqa: E402
 from tests.process.harness import FakeTwilioProcess, request, wait_for  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
@@ -119,7 +118,6 @@ def main() -> None:
 
     accepted = Counter[str]()
     lock = threading.Lock()
-    validator = RequestValidator(TOKEN)
     url = f"{base}/queue/soak"
     started = time.monotonic()
 
@@ -128,7 +126,7 @@ def main() -> None:
             sid = f"SMsoak{n:08d}"
             params = {"MessageSid": sid, "From": "+15551230000", "To": "+15005550006", "Body": f"m{n}"}
             headers = {"Content-Type": "application/x-www-form-urlencoded",
-                       "X-Twilio-Signature": validator.compute_signature(url, params)}
+                       "X-Twilio-Signature": compute(url, {k: [v] for k, v in params.items()}, TOKEN)}
             status, _, body = request("POST", url, urlencode(params).encode(), headers)
             if status == 200 and b"error" not in body:
                 with lock:

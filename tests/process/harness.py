@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
-
 from tests.redis_server import free_port
 
 APPS = Path(__file__).parent / "apps"
@@ -77,6 +75,9 @@ def send_webhook(base: str, topic: str, params: Mapping[str, str], method: str =
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         signed = params
     if signature is None and token is not None:
+        # Twilio's own validator signs here, so the tests do not grade pyrowire with its own code
+        from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+
         signature = RequestValidator(token).compute_signature(url, signed)
     if signature is not None:
         headers["X-Twilio-Signature"] = signature
