@@ -5,41 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.python.failure import Failure
 
 from pyrowire.calls import as_deferred, call_user, is_pending
-
-
-def fired(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that has already fired, raising its failure if it failed."""
-    box: list[Any] = []
-    d.addBoth(box.append)
-    assert box, "the Deferred has not fired"
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    return box[0]
-
-
-def failed(d: Deferred[Any], kind: type[BaseException]) -> BaseException:
-    """The exception of a Deferred that has already failed with ``kind``."""
-    box: list[Any] = []
-    d.addBoth(box.append)
-    assert box, "the Deferred has not fired"
-    assert isinstance(box[0], Failure), f"the Deferred succeeded with {box[0]!r}"
-    assert isinstance(box[0].value, kind)
-    return box[0].value
+from tests.deferreds import failure_of, result_of
 
 
 def test_plain_value() -> None:
     """A plain return value arrives in an already-fired Deferred."""
     d = call_user(lambda a, b=0: a + b, 1, b=2)
     assert isinstance(d, Deferred)
-    assert fired(d) == 3
+    assert result_of(d) == 3
 
 
 def test_none_value() -> None:
     """None is a value like any other."""
-    assert fired(call_user(lambda: None)) is None
+    assert result_of(call_user(lambda: None)) is None
 
 
 def test_deferred_is_passed_through() -> None:
@@ -48,7 +28,7 @@ def test_deferred_is_passed_through() -> None:
     d = call_user(lambda: pending)
     assert not d.called
     pending.callback("later")
-    assert fired(d) == "later"
+    assert result_of(d) == "later"
 
 
 def test_coroutine_is_run() -> None:
@@ -61,7 +41,7 @@ def test_coroutine_is_run() -> None:
     d = call_user(f, 40)
     assert not d.called
     pending.callback(2)
-    assert fired(d) == 42
+    assert result_of(d) == 42
 
 
 def test_synchronous_exception_becomes_failure() -> None:
@@ -70,7 +50,7 @@ def test_synchronous_exception_becomes_failure() -> None:
     def boom() -> None:
         raise ValueError("no")
 
-    assert str(failed(call_user(boom), ValueError)) == "no"
+    assert str(failure_of(call_user(boom), ValueError)) == "no"
 
 
 def test_coroutine_exception_becomes_failure() -> None:
@@ -79,7 +59,7 @@ def test_coroutine_exception_becomes_failure() -> None:
     async def boom() -> None:
         raise KeyError("k")
 
-    failed(call_user(boom), KeyError)
+    failure_of(call_user(boom), KeyError)
 
 
 def test_failed_deferred_is_passed_through() -> None:
@@ -87,7 +67,7 @@ def test_failed_deferred_is_passed_through() -> None:
     d: Deferred[Any] = Deferred()
     result = call_user(lambda: d)
     d.errback(RuntimeError("x"))
-    failed(result, RuntimeError)
+    failure_of(result, RuntimeError)
 
 
 def test_is_pending() -> None:
@@ -107,4 +87,4 @@ def test_is_pending() -> None:
 
 def test_as_deferred_wraps_a_value() -> None:
     """A plain value becomes a fired Deferred."""
-    assert fired(as_deferred("v")) == "v"
+    assert result_of(as_deferred("v")) == "v"

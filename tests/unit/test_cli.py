@@ -25,6 +25,7 @@ import pyrowire
 from pyrowire import cli, phone, twiml
 from pyrowire.memory_store import MemoryStore
 from pyrowire.webhook import Webhook
+from tests.deferreds import result_of
 
 TOKEN = "cli-test-auth-token"
 ACCOUNT = "AC" + "2" * 32
@@ -45,13 +46,6 @@ SETTINGS = {
 }
 
 
-def result_of(d: Deferred[Any]) -> Any:
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 class Bench:

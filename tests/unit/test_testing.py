@@ -12,11 +12,11 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, globalLogPublisher
-from twisted.python.failure import Failure
 
 import pyrowire
 from pyrowire.errors import ConfigurationError
 from pyrowire.testing import AppTester, Fed, WebhookRefused, make_message
+from tests.deferreds import result_of
 
 ACCEPT = "Great, we'll get right back to you."
 TOKEN = "testing-auth-token"
@@ -83,13 +83,6 @@ def tester(app: pyrowire.App, clock: Clock) -> Iterator[AppTester]:
         yield t
 
 
-def result_of(d: Deferred[Any]) -> Any:
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 def feed(tester: AppTester, topic: str = "echo", **kwargs: Any) -> Fed:

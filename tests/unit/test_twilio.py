@@ -12,7 +12,6 @@ from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, formatEvent
-from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -23,6 +22,7 @@ from pyrowire.fake_twilio import FakeTwilio
 from pyrowire.retry import RetryPolicy
 from pyrowire.settings import TwilioConfig
 from pyrowire.twilio import TwilioClient, default_timeout
+from tests.deferreds import result_of
 
 SID = "AC" + "0" * 32
 TOKEN = "s3cr3t-token-value-that-must-not-leak"
@@ -48,14 +48,6 @@ def make_client(
     return TwilioClient(clock, http=cast(HTTPClient, stub), policy=policy, **kwargs), stub, clock
 
 
-def result_of(d: Deferred[Any]) -> Any:
-    """The synchronous result of ``d``, failing the test when it has not fired."""
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 def failure_of(d: Deferred[Any], kind: type[Exception] = TwilioError) -> Any:

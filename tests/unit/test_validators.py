@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 
 from pyrowire.settings import Topic
 from pyrowire.validators import (
+from tests.deferreds import failure_of, result_of
     BUILTINS,
     Validator,
     builtin,
@@ -109,26 +110,6 @@ def test_builtin_lookup() -> None:
     assert builtin("must_say_yo", topic) is None
 
 
-def fired(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that has already fired, raising its failure if it failed."""
-    box: list[Any] = []
-    d.addBoth(box.append)
-    assert box, "the Deferred has not fired"
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    return box[0]
-
-
-def failed(d: Deferred[Any], kind: type[BaseException]) -> BaseException:
-    """The exception of a Deferred that has already failed with ``kind``."""
-    box: list[Any] = []
-    d.addBoth(box.append)
-    assert box, "the Deferred has not fired"
-    assert isinstance(box[0], Failure), f"the Deferred succeeded with {box[0]!r}"
-    assert isinstance(box[0].value, kind)
-    return box[0].value
-
-
 def run_checks(checks: list[tuple[str, Validator, str]], text: str = "hi") -> Deferred[Any]:
     """Run first_failure on a message carrying ``text``, as a Deferred."""
     return Deferred.fromCoroutine(first_failure(checks, msg(text)))
@@ -136,7 +117,7 @@ def run_checks(checks: list[tuple[str, Validator, str]], text: str = "hi") -> De
 
 def test_first_failure_no_checks() -> None:
     """No checks means no failure."""
-    assert fired(run_checks([])) is None
+    assert result_of(run_checks([])) is None
 
 
 def test_first_failure_all_pass_synchronously() -> None:
@@ -145,7 +126,7 @@ def test_first_failure_all_pass_synchronously() -> None:
         ("profanity", profanity, "p"),
         ("length", make_length(10), "l"),
     ]
-    assert fired(run_checks(checks)) is None
+    assert result_of(run_checks(checks)) is None
 
 
 def test_first_failure_first_failing_check_wins() -> None:
@@ -161,7 +142,7 @@ def test_first_failure_first_failing_check_wins() -> None:
         ("length", make_length(1), "Too long."),
         ("later", later, "Later."),
     ]
-    assert fired(run_checks(checks)) == ("length", "Too long.")
+    assert result_of(run_checks(checks)) == ("length", "Too long.")
     assert ran == []
 
 
@@ -172,7 +153,7 @@ def test_first_failure_truthy_values_count_as_invalid() -> None:
         ("empty", lambda m: "", "e"),
         ("words", lambda m: "bad", "w"),
     ]
-    assert fired(run_checks(checks)) == ("words", "w")
+    assert result_of(run_checks(checks)) == ("words", "w")
 
 
 def test_first_failure_async_validator() -> None:
@@ -186,7 +167,7 @@ def test_first_failure_async_validator() -> None:
     d = run_checks([("must_say_yo", must_say_yo, "Say yo.")], "hello")
     assert not d.called
     pending.callback(True)
-    assert fired(d) == ("must_say_yo", "Say yo.")
+    assert result_of(d) == ("must_say_yo", "Say yo.")
 
 
 def test_first_failure_async_validator_passing() -> None:
@@ -195,7 +176,7 @@ def test_first_failure_async_validator_passing() -> None:
     async def fine(message: dict[str, Any]) -> bool:
         return False
 
-    assert fired(run_checks([("fine", fine, "x")])) is None
+    assert result_of(run_checks([("fine", fine, "x")])) is None
 
 
 def test_first_failure_deferred_validator() -> None:
@@ -208,7 +189,7 @@ def test_first_failure_deferred_validator() -> None:
     d = run_checks(checks)
     assert not d.called
     pending.callback(True)
-    assert fired(d) == ("slow", "Slow says no.")
+    assert result_of(d) == ("slow", "Slow says no.")
 
 
 def test_first_failure_validator_exception_fails_the_result() -> None:
@@ -217,7 +198,7 @@ def test_first_failure_validator_exception_fails_the_result() -> None:
     def boom(message: dict[str, Any]) -> bool:
         raise ValueError("broken validator")
 
-    failed(run_checks([("boom", boom, "x")]), ValueError)
+    failure_of(run_checks([("boom", boom, "x")]), ValueError)
 
 
 def test_first_failure_failed_deferred_validator_fails_the_result() -> None:
@@ -225,4 +206,4 @@ def test_first_failure_failed_deferred_validator_fails_the_result() -> None:
     pending: Deferred[bool] = Deferred()
     d = run_checks([("bad", lambda m: pending, "x")])
     pending.errback(RuntimeError("down"))
-    failed(d, RuntimeError)
+    failure_of(d, RuntimeError)

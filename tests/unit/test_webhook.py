@@ -14,7 +14,6 @@ from treq.testing import StubTreq
 from twilio.request_validator import RequestValidator
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock, deferLater
-from twisted.python.failure import Failure
 
 import pyrowire
 from pyrowire import twiml
@@ -24,6 +23,7 @@ from pyrowire.outbound import Sender
 from pyrowire.runtime import Runtime
 from pyrowire.twilio import TwilioClient
 from pyrowire.webhook import Webhook
+from tests.deferreds import result_of
 
 ACCOUNT = "AC" + "1" * 32
 TOKEN = "webhook-test-auth-token"
@@ -114,13 +114,6 @@ class Harness:
         return [json.loads(i) for i in reversed(items)]
 
 
-def result_of(d: Deferred[Any]) -> Any:
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 def sms(sid: str = "SM" + "a" * 32, body: str = "hello", **extra: str) -> dict[str, str]:

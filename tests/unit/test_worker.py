@@ -11,7 +11,6 @@ from treq.client import HTTPClient
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock, deferLater
-from twisted.python.failure import Failure
 
 import pyrowire
 from pyrowire.fake_twilio import FakeTwilio
@@ -22,17 +21,11 @@ from pyrowire.recovery import BEAT_SECONDS, Supervisor
 from pyrowire.runtime import Runtime
 from pyrowire.twilio import TwilioClient
 from pyrowire.worker import POP_TIMEOUT, TopicWorker
+from tests.deferreds import result_of
 
 DEAD = "dead-host:99:deadbeef"
 
 
-def result_of(d: Deferred[Any]) -> Any:
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 def now(coro: Any) -> Any:
