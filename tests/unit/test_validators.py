@@ -6,11 +6,9 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, succeed
-from twisted.python.failure import Failure
 
 from pyrowire.settings import Topic
 from pyrowire.validators import (
-from tests.deferreds import failure_of, result_of
     BUILTINS,
     Validator,
     builtin,
@@ -19,6 +17,7 @@ from tests.deferreds import failure_of, result_of
     parseable,
     profanity,
 )
+from tests.deferreds import failure_of, result_of
 
 
 def msg(text: str) -> dict[str, Any]:
