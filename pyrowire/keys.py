@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEDUPE_SECONDS = 24 * 60 * 60
+# what a seen:<MessageSid> key holds: the message was accepted, or refused by a validator (v:<name>)
+ACCEPTED = "a"
+INVALID = "v:"
 HEARTBEAT_SECONDS = 15
 
 

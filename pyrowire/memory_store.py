@@ -264,6 +264,10 @@ class MemoryStore:
         self._serve(k.queue)
         return len(inflight)
 
+    async def answer_for(self, topic: str, sid: str) -> str | None:
+        self._check()
+        return self._get(self.keys(topic).seen(sid))
+
     async def push_capped(self, key: str, item: str, retention: int) -> None:
         self._check()
         self._lpush(key, item)

@@ -29,7 +29,7 @@ from twisted.web.client import ResponseFailed
 from zope.interface import implementer
 
 from pyrowire import signature
-from pyrowire.keys import TopicKeys
+from pyrowire.keys import INVALID, TopicKeys
 
 DEFAULT_TO = "+15005550006"
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
@@ -54,6 +54,8 @@ class Outbox(Protocol):
     def keys(self, topic: str) -> TopicKeys: ...
 
     async def lrange(self, key: str, start: int = 0, stop: int = -1) -> list[str]: ...
+
+    async def answer_for(self, topic: str, sid: str) -> str | None: ...
 
 
 def message_sid() -> str:
@@ -145,7 +147,7 @@ class Answer:
 
 @dataclass
 class Waited:
-    """The outcome of waiting for replies: ``complete``, ``failed`` or ``timeout``."""
+    """The outcome of waiting for replies: ``complete``, ``failed``, ``refused`` or ``timeout``."""
 
     replies: list[dict[str, Any]] = field(default_factory=list)
     outcome: str = "timeout"
@@ -229,6 +231,12 @@ class Phone:
         deadline = self.clock.seconds() + seconds
         waited = Waited()
         seen: set[str] = set()
+        answer = await self.outbox.answer_for(self.topic, sid)
+        if answer is not None and answer.startswith(INVALID):
+            # a validator refused it: the TwiML answer was the one reply and nothing was queued
+            waited.outcome = "refused"
+            waited.error = answer[len(INVALID):]
+            return waited
         while True:
             # the record is read before the outbox: a handler's replies are pushed before it is recorded
             complete = await self._record(keys.complete, sid)
@@ -296,6 +304,8 @@ async def converse(phone: Phone, body: str, out: Output, *, media: Sequence[str]
     waited = await phone.wait(answer.sid, wait, lambda reply: out.write(describe_reply(reply) + "\n"))
     if waited.outcome == "complete" and not waited.replies:
         out.write("(handled; no sandbox reply)\n")
+    if waited.outcome == "refused":
+        out.write(f"(refused by the {waited.error} validator: nothing was queued)\n")
     return waited
 
 

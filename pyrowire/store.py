@@ -261,6 +261,11 @@ class RedisStore:
         )
         return int(n)
 
+    async def answer_for(self, topic: str, sid: str) -> str | None:
+        """The answer remembered for inbound ``sid`` (``a`` accepted, ``v:<validator>`` refused), if any."""
+        value = await self._run("get", self.keys(topic).seen(sid))
+        return None if value is None else str(value)
+
     async def push_capped(self, key: str, item: str, retention: int) -> None:
         await self._script(PUSH_CAPPED, (key,), (item, retention))
 

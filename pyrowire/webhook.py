@@ -22,6 +22,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from pyrowire import signature, twiml
 from pyrowire.errors import BadRequest, RedisUnavailable
+from pyrowire.keys import ACCEPTED, INVALID
 from pyrowire.message import parse_message
 from pyrowire.metrics import Metrics
 from pyrowire.settings import Topic
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 
 MAX_BODY = 64 * 1024
 _REFUSED = {400: "bad_request", 403: "forbidden", 413: "too_large"}
-ACCEPTED = "a"
-INVALID = "v:"
 
 
 def _decode(pairs: Mapping[bytes, Sequence[bytes]]) -> dict[str, list[str]]:

@@ -557,3 +557,12 @@ def test_init_refuses_to_overwrite_then_force_does(tmp_path: Any) -> None:
     assert not (tmp_path / "settings.py").exists()
     assert bench.run("init", str(tmp_path), "--force") == 0
     assert "pyrowire.App(settings)" in (tmp_path / "app.py").read_text()
+
+
+def test_wait_on_a_refused_message_says_so() -> None:
+    """--wait on a message a validator refused says which validator, at once, and exits 0."""
+    bench = Bench()
+    d = bench.start("send", OPEN, "--from", NUMBER, "--body", "", "--wait", "2")
+    bench.clock.pump([phone.POLL_SECONDS] * 2)
+    assert result_of(d) == 0
+    assert bench.out.getvalue().endswith("(refused by the length validator: nothing was queued)\n")
