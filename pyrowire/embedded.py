@@ -21,9 +21,9 @@ from typing import IO, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
-from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import ConnectError, ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -146,6 +146,15 @@ class _Ping(Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         if not self.answer.called:
             self.answer.callback(False)
+
+
+class _QuietFactory(Factory):
+    """Builds the readiness ping without logging "Starting factory" on every try."""
+
+    noisy = False
+
+    def buildProtocol(self, addr: Any) -> _Ping:
+        return _Ping()
 
 
 class EmbeddedRedis(Service):
@@ -300,7 +309,7 @@ class EmbeddedRedis(Service):
     async def _ping(self) -> bool:
         endpoint = UNIXClientEndpoint(self._reactor, self.socket_path, timeout=PING_TIMEOUT)
         try:
-            ping = await connectProtocol(endpoint, _Ping())
+            ping = await endpoint.connect(_QuietFactory())
         except ConnectError:
             return False
         try:
