@@ -92,7 +92,7 @@ class _ServerOutput(ProcessProtocol):
             return
         self.tail.append(line)
         match = _LOG_LINE.match(line)
-        if match and match.group(1) == "#":
+        if match and match.group(1) == "#" and "overcommit" not in line:  # no background saves here
             self._log.info("embedded redis: {line}", line=match.group(2))
         else:
             self._log.debug("embedded redis: {line}", line=line)

@@ -121,7 +121,6 @@ class PyrowireService(MultiService):
             self.embedded.startService()
             path = await self.embedded.ready
             address = RedisAddress("unix", path=path)
-            self.log.info("embedded Redis ready at {path}", path=path)
         self.store.start(address)
         await self._wait_for_redis()
         self.twilio = TwilioClient(self.reactor)
