@@ -73,6 +73,7 @@ class PyrowireService(MultiService):
         self.runtime: Runtime | None = None
         self.ready: Deferred[PyrowireService] = Deferred()
         self._starting: Deferred[None] | None = None
+        self._previous_runtime: Runtime | None = None
 
     def startService(self) -> None:
         Service.startService(self)
@@ -127,6 +128,7 @@ class PyrowireService(MultiService):
         self.runtime = Runtime(self.store, Sender(self.twilio, self.store, self.reactor, self.metrics), self.reactor,
                                metrics=self.metrics)
         self.app.use_settings(config.settings)
+        self._previous_runtime = self.app.runtime  # e.g. an app.resource()'s, given back on stop
         self.app.runtime = self.runtime
         if config.role in ("all", "worker"):
             await self._start_workers(self.runtime)
@@ -189,7 +191,7 @@ class PyrowireService(MultiService):
         if self.twilio is not None:
             await self.twilio.close()
         if self.app.runtime is self.runtime:
-            self.app.runtime = None
+            self.app.runtime = self._previous_runtime
         await self.store.stop()
         if self.embedded is not None and self.embedded.running:
             await self.embedded.stopService()
@@ -217,6 +219,8 @@ def build_resource(app: App, options: Mapping[str, Any], environ: Mapping[str, s
         raise ConfigurationError("redis", "app.resource() needs a Redis URL; use app.service() for embedded")
     store = RedisStore(config.redis, prefix=config.profile.key_prefix)
     store.start()
+    # a resource has no stop of its own: its connections close with the reactor
+    reactor.addSystemEventTrigger("before", "shutdown", store.stop)
     app.use_settings(config.settings)
     metrics = Metrics(config.settings.topics)
     if app.runtime is None:
