@@ -122,12 +122,13 @@ class FakeTwilioProcess:
 class PyrowireProcess:
     """``twistd -n pyrowire`` (or any twistd command line) in an app folder, logging to a file."""
 
-    def __init__(self, cwd: Path, args: Sequence[str], env: Mapping[str, str], name: str = "pyrowire") -> None:
+    def __init__(self, cwd: Path, args: Sequence[str], env: Mapping[str, str], name: str = "pyrowire",
+                 command: Sequence[str] | None = None) -> None:
         self.cwd = cwd
         self.log_path = cwd / f"{name}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [TWISTD, *args],
+            list(command) if command is not None else [TWISTD, *args],
             cwd=cwd, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
 

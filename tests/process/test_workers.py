@@ -108,3 +108,21 @@ def test_embedded_redis_round_trip_leaves_nothing_behind(deployment: Deployment)
     assert _pids_of("valkey-server", deployment.dir) == []
     assert _pids_of("redis-server", deployment.dir) == []
     assert not (data / "redis.sock").exists()
+
+
+def test_python_app_py_runs_the_app_with_pyrowire_run(deployment: Deployment) -> None:
+    """`ENV=… python legacy.py` (pyrowire.run()) serves, replies, and exits 0 on SIGTERM, as in 2014."""
+    import sys
+
+    from tests.process.harness import PyrowireProcess
+    from tests.redis_server import free_port
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = PyrowireProcess(deployment.dir, [], deployment.env(PORT=str(port)),
+                              command=[sys.executable, "legacy.py"])
+    deployment.processes.append(process)
+    process.wait_healthy(base)
+    assert send_webhook(base, "echo", webhook_params("SMrun1", "yo run"))[0] == 200
+    assert deployment.twilio.wait_messages(1)[0]["body"] == "legacy yo run"
+    assert process.terminate() == 0
