@@ -30,10 +30,8 @@ from pyrowire.outbound import Sender
 from pyrowire.recovery import Supervisor
 from pyrowire.runconfig import RedisAddress, RunConfig, resolve
 from pyrowire.runtime import Runtime
-from pyrowire.site import WebSite
 from pyrowire.store import RedisStore
 from pyrowire.twilio import TwilioClient
-from pyrowire.webhook import Webhook
 from pyrowire.worker import TopicWorker
 
 REDIS_WAIT_SECONDS = 6.0
@@ -160,6 +158,10 @@ class PyrowireService(MultiService):
                       topics=", ".join(config.topics), n=config.concurrency)
 
     async def _listen(self) -> None:
+        # imported here: a worker that does not listen never loads Klein and werkzeug (~3.5 MB)
+        from pyrowire.site import WebSite
+        from pyrowire.webhook import Webhook
+
         assert self.runtime is not None
         webhook = Webhook(self.app, self.store, self.reactor, self.config.profile.public_url, self.metrics,
                           serve_webhook=self.config.role != "worker")
@@ -225,6 +227,8 @@ def build_resource(app: App, options: Mapping[str, Any], environ: Mapping[str, s
     metrics = Metrics(config.settings.topics)
     if app.runtime is None:
         app.runtime = Runtime(store, Sender(TwilioClient(reactor), store, reactor, metrics), reactor, metrics=metrics)
+    from pyrowire.webhook import Webhook
+
     resource: IResource = Webhook(app, store, reactor, config.profile.public_url, metrics).resource()
     return resource
 
