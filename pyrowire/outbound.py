@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from pyrowire import logs
 from pyrowire.metrics import Metrics
 from pyrowire.settings import Topic
-from pyrowire.store import RedisStore
+from pyrowire.store import Store
 
 
 class Twilio(Protocol):
@@ -32,7 +32,7 @@ class Sender:
 
     log = Logger()
 
-    def __init__(self, twilio: Twilio, store: RedisStore, clock: IReactorTime,
+    def __init__(self, twilio: Twilio, store: Store, clock: IReactorTime,
                  metrics: Metrics | None = None) -> None:
         self.twilio = twilio
         self.store = store

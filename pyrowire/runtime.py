@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from pyrowire.store import RedisStore
+from pyrowire.store import Store
 
 if TYPE_CHECKING:
     from pyrowire.metrics import Metrics
@@ -46,7 +46,7 @@ class Exchange:
 class Runtime:
     """The live parts one App uses while a service of it runs."""
 
-    store: RedisStore
+    store: Store
     sender: Sender
     clock: IReactorTime
     metrics: Metrics | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import txredisapi
 from twisted.internet.defer import Deferred
@@ -125,6 +125,55 @@ def _connect(address: RedisAddress, poolsize: int, reply_timeout: float | None) 
     return txredisapi.lazyConnectionPool(
         address.host, address.port, poolsize=poolsize, ssl_context_factory=address.kind == "tls", **common
     )
+
+
+class PopperLike(Protocol):
+    """A connection that only does blocking pops."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def pop(self, keys: TopicKeys, worker: str, timeout: int) -> Deferred[str | None]: ...
+
+    def close(self) -> Deferred[None]: ...
+
+
+class Store(Protocol):
+    """The queue operations pyrowire needs: RedisStore, and MemoryStore for tests, provide them."""
+
+    def keys(self, topic: str) -> TopicKeys: ...
+
+    def popper(self) -> PopperLike: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def ping(self) -> bool: ...
+
+    async def accept(self, topic: str, sid: str, answer: str, payload: str | None) -> str | None: ...
+
+    async def finish(self, topic: str, worker: str, payload: str, sid: str, record: str, kind: str,
+                     retention: int, dead: bool = False) -> None: ...
+
+    async def heartbeat(self, topics: Iterable[str], worker: str, ttl: int = HEARTBEAT_SECONDS) -> None: ...
+
+    async def workers(self, topic: str) -> list[str]: ...
+
+    async def reclaim(self, topic: str, worker: str, force: bool = False) -> int: ...
+
+    async def record_sent(self, topic: str, sid: str, index: int, outbound: str) -> None: ...
+
+    async def sent(self, topic: str, sid: str) -> dict[int, str]: ...
+
+    async def requeue_dead(self, topic: str) -> int: ...
+
+    async def answer_for(self, topic: str, sid: str) -> str | None: ...
+
+    async def push_capped(self, key: str, item: str, retention: int) -> None: ...
+
+    async def lrange(self, key: str, start: int = 0, stop: int = -1) -> list[str]: ...
+
+    async def llen(self, key: str) -> int: ...
 
 
 class Popper:

@@ -236,9 +236,8 @@ class AppTester:
                   for name, t in self.original_settings.topics.items()}
         self.settings = Settings(topics=MappingProxyType(topics), profiles=profiles)
         self.store = _TesterStore(clock, self.profile.key_prefix)
-        store = cast(Any, self.store)
-        self._sender = _CapturingSender(store, clock)
-        self.runtime = Runtime(store, self._sender, clock, worker_id="pyrowire-testing")
+        self._sender = _CapturingSender(self.store, clock)
+        self.runtime = Runtime(self.store, self._sender, clock, worker_id="pyrowire-testing")
         self._popper = self.store.popper()
         self._done: dict[str, Deferred[_Outcome]] = {}
         self._flushing = self._again = False
@@ -246,7 +245,7 @@ class AppTester:
         app.use_settings(self.settings)
         app.runtime = self.runtime
         self.closed = False
-        webhook = Webhook(app, store, clock, public_url=None)
+        webhook = Webhook(app, self.store, clock, public_url=None)
         self._stub: Any = StubTreq(_Pumped(webhook.resource(), self._flush))
 
     @property

@@ -30,7 +30,7 @@ from pyrowire.validators import first_failure
 
 if TYPE_CHECKING:
     from pyrowire.app import App
-    from pyrowire.store import RedisStore
+    from pyrowire.store import Store
 
 MAX_BODY = 64 * 1024
 _REFUSED = {400: "bad_request", 403: "forbidden", 413: "too_large"}
@@ -93,7 +93,7 @@ class Webhook:
     router = Klein()
     log = Logger()
 
-    def __init__(self, app: App, store: RedisStore, clock: IReactorTime, public_url: str | None = None,
+    def __init__(self, app: App, store: Store, clock: IReactorTime, public_url: str | None = None,
                  metrics: Metrics | None = None, serve_webhook: bool = True) -> None:
         self.app = app
         self.store = store

@@ -55,13 +55,13 @@ class Bench:
         self.clock = Clock()
         self.store = MemoryStore(self.clock)
         self.app = pyrowire.App(SETTINGS)
-        self.stub: Any = StubTreq(Webhook(self.app, cast(Any, self.store), self.clock, None).resource())
+        self.stub: Any = StubTreq(Webhook(self.app, self.store, self.clock, None).resource())
         self.out = io.StringIO()
         self.err = io.StringIO()
 
     def start(self, *argv: str, environ: dict[str, str] | None = None, http: Any = None,
               lines: Sequence[str] | None = None) -> Deferred[int]:
-        effects = cli.Effects(http=http or self.stub, outbox=cast(Any, self.store),
+        effects = cli.Effects(http=http or self.stub, outbox=self.store,
                               next_line=phone.lines_from(lines) if lines is not None else None)
         d = Deferred.fromCoroutine(cli.run(self.clock, argv, environ or {}, self.out, self.err, effects))
         self.flush()

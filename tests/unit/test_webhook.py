@@ -73,7 +73,7 @@ class Harness:
         self.clock = Clock()
         self.store = MemoryStore(self.clock)
         self.app = pyrowire.App({"TOPICS": topics_ or topics(), "PROFILES": PROFILES})
-        self.webhook = Webhook(self.app, cast(Any, self.store), self.clock, public_url)
+        self.webhook = Webhook(self.app, self.store, self.clock, public_url)
         self.stub: Any = StubTreq(self.webhook.resource())
 
     def send(
@@ -416,7 +416,7 @@ def test_send_on_accept_in_sandbox_puts_the_accept_in_the_outbox() -> None:
     h = Harness(send_on_accept_topics(None))
     twilio_stub: Any = StubTreq(FakeTwilio())
     client = TwilioClient(h.clock, http=cast(HTTPClient, twilio_stub))
-    h.app.runtime = Runtime(cast(Any, h.store), Sender(client, cast(Any, h.store), h.clock), h.clock)
+    h.app.runtime = Runtime(h.store, Sender(client, h.store, h.clock), h.clock)
     r = h.post("echo", sms())
     assert r.body == twiml.response("Got it.")
     outbox = result_of(Deferred.fromCoroutine(h.store.lrange(h.store.keys("echo").outbox)))
@@ -444,7 +444,7 @@ def test_send_on_accept_sends_through_the_rest_api() -> None:
     fake = FakeTwilio(auth_token=TOKEN, now=h.clock.seconds)
     twilio_stub: Any = StubTreq(fake)
     client = TwilioClient(h.clock, http=cast(HTTPClient, twilio_stub))
-    h.app.runtime = Runtime(cast(Any, h.store), Sender(client, cast(Any, h.store), h.clock), h.clock)
+    h.app.runtime = Runtime(h.store, Sender(client, h.store, h.clock), h.clock)
     r = h.post("echo", sms())
     twilio_stub.flush()
     assert r.body == twiml.response("Got it.")
@@ -457,7 +457,7 @@ def test_send_on_accept_not_sent_for_a_duplicate() -> None:
     """A retried MessageSid does not send the accept response through the REST API again."""
     h = Harness(send_on_accept_topics(None))
     client = TwilioClient(h.clock, http=cast(HTTPClient, StubTreq(FakeTwilio())))
-    h.app.runtime = Runtime(cast(Any, h.store), Sender(client, cast(Any, h.store), h.clock), h.clock)
+    h.app.runtime = Runtime(h.store, Sender(client, h.store, h.clock), h.clock)
     h.post("echo", sms())
     h.post("echo", sms())
     assert result_of(Deferred.fromCoroutine(h.store.llen(h.store.keys("echo").outbox))) == 1

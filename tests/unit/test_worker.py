@@ -41,7 +41,7 @@ class Harness:
         self.store = MemoryStore(self.clock)
         self.app = pyrowire.App({"TOPICS": {"echo": {"retention": 100, **topic}}, "PROFILES": {"dev": {}}})
         client = TwilioClient(self.clock, http=cast(HTTPClient, StubTreq(FakeTwilio())))
-        store = cast(Any, self.store)
+        store = self.store
         self.runtime = Runtime(store, Sender(client, store, self.clock), self.clock, worker_id="me:1:cafe")
         self.app.runtime = self.runtime
         self.grace = grace
