@@ -1,12 +1,12 @@
 """Heartbeats, and putting back the in-flight messages of workers that died.
 
 Every worker process refreshes ``alive:<worker>`` (expiring after
-HEARTBEAT_SECONDS) for each topic it serves. Every RECOVERY_SECONDS each
+HEARTBEAT_SECONDS) for each topic it serves. Every BEAT_SECONDS each
 worker process looks at the topic's registered workers; one whose heartbeat
 has expired was killed, and its in-flight messages go back to the front of
 the queue (one Lua script, so two recovering processes cannot both move
 them). A SIGKILLed worker's messages are thus handled again within
-HEARTBEAT_SECONDS + RECOVERY_SECONDS.
+HEARTBEAT_SECONDS + BEAT_SECONDS.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from pyrowire.worker import TopicWorker
 
 BEAT_SECONDS = 5.0
-RECOVERY_SECONDS = 5.0
 
 
 class Supervisor(Service):
@@ -42,7 +41,6 @@ class Supervisor(Service):
         self.workers = workers
         self._beat = LoopingCall(self._tick)
         self._beat.clock = runtime.clock
-        self._ticks = 0
 
     def first_beat(self) -> Deferred[None]:
         """Register this worker before it takes any message."""

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import txredisapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from pyrowire.errors import RedisUnavailable
 from pyrowire.keys import DEDUPE_SECONDS, HEARTBEAT_SECONDS, TopicKeys
@@ -225,7 +225,7 @@ class RedisStore:
     def stop(self) -> Deferred[None]:
         pool, self._pool = self._pool, None
         if pool is None:
-            return Deferred.fromCoroutine(_nothing())
+            return succeed(None)
         d: Deferred[None] = pool.disconnect()
         return d
 
@@ -324,7 +324,3 @@ class RedisStore:
 
     async def llen(self, key: str) -> int:
         return int(await self._run("llen", key))
-
-
-async def _nothing() -> None:
-    return None
