@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import txredisapi
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
 
 from pyrowire.errors import RedisUnavailable
@@ -108,6 +109,7 @@ return 1
 
 
 _SHAS: dict[str, str] = {}
+FIRST_CONNECT_SECONDS = 3.0
 
 
 def _connect(address: RedisAddress, poolsize: int, reply_timeout: float | None) -> Any:
@@ -208,6 +210,8 @@ class RedisStore:
         self._poolsize = poolsize
         self._reply_timeout = reply_timeout
         self._pool: Any = None
+        self._connecting = False
+        self._waiters: list[Deferred[None]] = []
         self._keys: dict[str, TopicKeys] = {}
 
     def keys(self, topic: str) -> TopicKeys:
@@ -217,10 +221,32 @@ class RedisStore:
         return k
 
     def start(self, address: RedisAddress | None = None) -> None:
-        """Open the pool (lazily: commands fail fast with RedisUnavailable until it is up)."""
+        """Open the pool. Until its first connection (at most FIRST_CONNECT_SECONDS) commands wait
+        for it; after that they fail fast with RedisUnavailable whenever Redis is away."""
         if address is not None:
             self.address = address
         self._pool = _connect(self.address, self._poolsize, self._reply_timeout)
+        self._connecting = True
+        self._pool._factory.deferred.addBoth(self._first_connection)
+
+    def _first_connection(self, result: Any) -> Any:
+        self._connecting = False
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.callback(None)
+        return result
+
+    async def _until_first_connection(self) -> None:
+        from twisted.internet import reactor
+
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        waiter.addTimeout(FIRST_CONNECT_SECONDS, reactor)
+        try:
+            await waiter
+        except defer.TimeoutError:
+            self._connecting = False  # Redis is not there: from now on, fail fast
 
     def stop(self) -> Deferred[None]:
         pool, self._pool = self._pool, None
@@ -237,6 +263,8 @@ class RedisStore:
         return self._pool is not None and bool(self._pool._factory.size)
 
     async def _run(self, method: str, *args: Any) -> Any:
+        if self._connecting and not self.connected:
+            await self._until_first_connection()  # e.g. an app.resource() mounted a moment ago
         if not self.connected:
             raise RedisUnavailable(f"not connected to Redis at {self.address.display()}")
         try:
