@@ -8,6 +8,7 @@ Redis.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 DEDUPE_SECONDS = 24 * 60 * 60
@@ -15,6 +16,12 @@ DEDUPE_SECONDS = 24 * 60 * 60
 ACCEPTED = "a"
 INVALID = "v:"
 HEARTBEAT_SECONDS = 15
+
+
+@functools.lru_cache(maxsize=1024)
+def topic_keys(prefix: str, topic: str) -> TopicKeys:
+    """The (shared, immutable) key names of ``topic`` under ``prefix``."""
+    return TopicKeys(prefix, topic)
 
 
 @dataclass(frozen=True)

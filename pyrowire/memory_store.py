@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from pyrowire.errors import RedisUnavailable
-from pyrowire.keys import DEDUPE_SECONDS, HEARTBEAT_SECONDS, TopicKeys
+from pyrowire.keys import DEDUPE_SECONDS, HEARTBEAT_SECONDS, TopicKeys, topic_keys
 from pyrowire.runconfig import RedisAddress
 
 
@@ -130,7 +130,6 @@ class MemoryStore:
         self.address: RedisAddress | None = None
         self._started = True
         self._down = False
-        self._keys: dict[str, TopicKeys] = {}
         self._strings: dict[str, tuple[str, float | None]] = {}
         self._lists: dict[str, list[str]] = {}  # index 0 is Redis's LEFT end
         self._sets: dict[str, set[str]] = {}
@@ -143,10 +142,7 @@ class MemoryStore:
     # --- the same surface as RedisStore ----------------------------------
 
     def keys(self, topic: str) -> TopicKeys:
-        k = self._keys.get(topic)
-        if k is None:
-            k = self._keys[topic] = TopicKeys(self.prefix, topic)
-        return k
+        return topic_keys(self.prefix, topic)
 
     def start(self, address: RedisAddress | None = None) -> None:
         """Accept commands again (a new MemoryStore starts accepting them at once)."""

@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
 
 from pyrowire.errors import RedisUnavailable
-from pyrowire.keys import DEDUPE_SECONDS, HEARTBEAT_SECONDS, TopicKeys
+from pyrowire.keys import DEDUPE_SECONDS, HEARTBEAT_SECONDS, TopicKeys, topic_keys
 from pyrowire.runconfig import RedisAddress
 
 # KEYS: seen, queue. ARGV: answer, ttl, payload ('' = answer only, nothing queued).
@@ -212,13 +212,9 @@ class RedisStore:
         self._pool: Any = None
         self._connecting = False
         self._waiters: list[Deferred[None]] = []
-        self._keys: dict[str, TopicKeys] = {}
 
     def keys(self, topic: str) -> TopicKeys:
-        k = self._keys.get(topic)
-        if k is None:
-            k = self._keys[topic] = TopicKeys(self.prefix, topic)
-        return k
+        return topic_keys(self.prefix, topic)
 
     def start(self, address: RedisAddress | None = None) -> None:
         """Open the pool. Until its first connection (at most FIRST_CONNECT_SECONDS) commands wait

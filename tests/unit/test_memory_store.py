@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 from pyrowire.errors import RedisUnavailable
 from pyrowire.keys import DEDUPE_SECONDS
 from pyrowire.memory_store import MemoryStore
+from tests.deferreds import result_of
 
 T = TypeVar("T")
 W = "host:1:abcd"
@@ -21,12 +21,7 @@ W = "host:1:abcd"
 def run(coro: Coroutine[Any, Any, T] | Deferred[T]) -> T:
     """The result of an in-memory store call, which finishes without waiting."""
     d = coro if isinstance(coro, Deferred) else Deferred.fromCoroutine(coro)
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the call did not finish synchronously"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]  # type: ignore[no-any-return]
+    return result_of(d)  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 from pyrowire.memory_store import MemoryStore
 from pyrowire.metrics import HANDLER_BUCKETS, Metrics
+from tests.deferreds import result_of
 
 T = TypeVar("T")
 W1 = "host:1:aaaa"
@@ -21,14 +21,9 @@ W2 = "host:2:bbbb"
 
 
 def run(coro: Coroutine[Any, Any, T] | Deferred[T]) -> T:
-    """The result of a call on the in-memory store, which finishes without waiting."""
+    """The result of an in-memory store call, which finishes without waiting."""
     d = coro if isinstance(coro, Deferred) else Deferred.fromCoroutine(coro)
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the call did not finish synchronously"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]  # type: ignore[no-any-return]
+    return result_of(d)  # type: ignore[no-any-return]
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
