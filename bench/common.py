@@ -274,7 +274,7 @@ class Bench:
 
     def fake_twilio(self) -> FakeTwilio:
         port_file = self.dir / f"fake-twilio-{time.monotonic_ns()}.port"
-        proc = self.start("fake-twilio", [PYTHON, "-m", "pyrowire.fake_twilio", "--port", "0",
+        proc = self.start("fake-twilio", [PYTHON, "-m", "pyrowire.testing.fake_twilio", "--port", "0",
                                           "--port-file", str(port_file), "--auth-token", TOKEN],
                           LOAD_CORE, cwd=ROOT)
         port = wait_for(lambda: port_file.exists() and port_file.read_text().strip(), 15,

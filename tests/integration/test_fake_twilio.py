@@ -1,4 +1,4 @@
-"""``python -m pyrowire.fake_twilio`` as a real process, spoken to by the real TwilioClient."""
+"""``python -m pyrowire.testing.fake_twilio`` as a real process, spoken to by the real TwilioClient."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ SID = "AC" + "a" * 32
 def fake_twilio(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """A fake Twilio process on a free port; yields its base URL and the process."""
     port_file = tmp_path / "port"
-    command = [sys.executable, "-m", "pyrowire.fake_twilio", "--port", "0", "--port-file", str(port_file)]
+    command = [sys.executable, "-m", "pyrowire.testing.fake_twilio", "--port", "0", "--port-file", str(port_file)]
     process = subprocess.Popen(
         [*command, "--auth-token", TOKEN],
         cwd=REPO,

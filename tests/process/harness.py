@@ -86,13 +86,13 @@ def send_webhook(base: str, topic: str, params: Mapping[str, str], method: str =
 
 
 class FakeTwilioProcess:
-    """``python -m pyrowire.fake_twilio`` on a free port."""
+    """``python -m pyrowire.testing.fake_twilio`` on a free port."""
 
     def __init__(self, directory: Path) -> None:
         port_file = directory / "fake-twilio.port"
         self.log = open(directory / "fake-twilio.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pyrowire.fake_twilio", "--port", "0", "--port-file", str(port_file)],
+            [sys.executable, "-m", "pyrowire.testing.fake_twilio", "--port", "0", "--port-file", str(port_file)],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         port = wait_for(lambda: port_file.exists() and port_file.read_text().strip(), START_TIMEOUT,

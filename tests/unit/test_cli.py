@@ -22,7 +22,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 import pyrowire
-from pyrowire import cli, phone, twiml
+from pyrowire import twiml
+from pyrowire.cli import command as cli
+from pyrowire.cli import phone
 from pyrowire.memory_store import MemoryStore
 from pyrowire.webhook import Webhook
 from tests.deferreds import result_of

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pyrowire import scaffold
+from pyrowire.cli import scaffold
 from pyrowire.settings import load_settings
 
 SECRETS = {"TWILIO_ACCOUNT_SID": "AC" + "9" * 32, "TWILIO_AUTH_TOKEN": "secret-token-4242",

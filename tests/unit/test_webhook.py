@@ -17,7 +17,7 @@ from twisted.internet.task import Clock, deferLater
 
 import pyrowire
 from pyrowire import twiml
-from pyrowire.fake_twilio import FakeTwilio
+from pyrowire.testing.fake_twilio import FakeTwilio
 from pyrowire.memory_store import MemoryStore
 from pyrowire.outbound import Sender
 from pyrowire.runtime import Runtime

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock, deferLater
 
 import pyrowire
-from pyrowire.fake_twilio import FakeTwilio
+from pyrowire.testing.fake_twilio import FakeTwilio
 from pyrowire.keys import HEARTBEAT_SECONDS
 from pyrowire.memory_store import MemoryStore
 from pyrowire.outbound import Sender

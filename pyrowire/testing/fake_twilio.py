@@ -1,7 +1,7 @@
 """A local fake of Twilio's REST Messages API, for tests, benchmarks and offline development.
 
 ``FakeTwilio`` is a ``twisted.web`` resource: mount it as a site's root (or serve it
-with ``python -m pyrowire.fake_twilio --port 0 --port-file PATH``) and point a topic's
+with ``python -m pyrowire.testing.fake_twilio --port 0 --port-file PATH``) and point a topic's
 ``twilio.api_base`` (or ``TWILIO_API_BASE``) at it.  It answers
 ``POST /2010-04-01/Accounts/<sid>/Messages.json`` as Twilio does, records every message,
 and has test-control endpoints under ``/_fake/``:
@@ -346,7 +346,7 @@ def _write_port_file(path: str, port: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve a FakeTwilio on 127.0.0.1 until SIGTERM or SIGINT."""
     parser = argparse.ArgumentParser(
-        prog="python -m pyrowire.fake_twilio", description=__doc__.splitlines()[0]
+        prog="python -m pyrowire.testing.fake_twilio", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")

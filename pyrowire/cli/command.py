@@ -1,8 +1,8 @@
 """The ``pyrowire`` console command.
 
-``pyrowire init [DIR]`` writes a new application (see :mod:`pyrowire.scaffold`);
+``pyrowire init [DIR]`` writes a new application (see :mod:`pyrowire.cli.scaffold`);
 ``pyrowire send URL --from N --body T [--wait]`` and ``pyrowire chat URL --from N``
-text a running app as a phone would (see :mod:`pyrowire.phone`);
+text a running app as a phone would (see :mod:`pyrowire.cli.phone`);
 ``pyrowire dead list|requeue TOPIC [--redis URL] [--prefix P]`` lists or re-queues a
 topic's dead letters. Every command runs on the reactor (``task.react``) and talks to
 Redis through the same store the daemon uses.
@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.task import deferLater, react
 from twisted.web.client import Agent
 
-from pyrowire import phone, scaffold
+from pyrowire.cli import phone, scaffold
 from pyrowire.errors import ConfigurationError, RedisUnavailable
 from pyrowire.runconfig import RedisAddress, parse_redis_url
 from pyrowire.store import RedisStore
