@@ -11,7 +11,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     # "twisted.plugins" is a namespace shared with Twisted: no __init__.py of ours there
-    packages=["pyrowire", "twisted.plugins"],
+    packages=["pyrowire", "pyrowire.cli", "pyrowire.testing", "twisted.plugins"],
     package_data={"twisted": ["plugins/pyrowire_plugin.py"], "pyrowire": ["py.typed"]},
     include_package_data=True,
     install_requires=[
