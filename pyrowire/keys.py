@@ -15,7 +15,8 @@ DEDUPE_SECONDS = 24 * 60 * 60
 # what a seen:<MessageSid> key holds: the message was accepted, or refused by a validator (v:<name>)
 ACCEPTED = "a"
 INVALID = "v:"
-HEARTBEAT_SECONDS = 15
+# how long a worker counts as alive after its last heartbeat
+HEARTBEAT_TTL = 15
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,12 +1,12 @@
 """Heartbeats, and putting back the in-flight messages of workers that died.
 
 Every worker process refreshes ``alive:<worker>`` (expiring after
-HEARTBEAT_SECONDS) for each topic it serves. Every BEAT_SECONDS each
+HEARTBEAT_TTL) for each topic it serves. Every BEAT_SECONDS each
 worker process looks at the topic's registered workers; one whose heartbeat
 has expired was killed, and its in-flight messages go back to the front of
 the queue (one Lua script, so two recovering processes cannot both move
 them). A SIGKILLed worker's messages are thus handled again within
-HEARTBEAT_SECONDS + BEAT_SECONDS.
+HEARTBEAT_TTL + BEAT_SECONDS.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from pyrowire.errors import RedisUnavailable
-from pyrowire.keys import HEARTBEAT_SECONDS
+from pyrowire.keys import HEARTBEAT_TTL
 
 if TYPE_CHECKING:
     from pyrowire.runtime import Runtime
@@ -45,7 +45,7 @@ class Supervisor(Service):
     def first_beat(self) -> Deferred[None]:
         """Register this worker before it takes any message."""
         return Deferred.fromCoroutine(self.runtime.store.heartbeat(self.topics, self.runtime.worker_id,
-                                                                  HEARTBEAT_SECONDS))
+                                                                  HEARTBEAT_TTL))
 
     def startService(self) -> None:
         super().startService()
@@ -54,7 +54,7 @@ class Supervisor(Service):
     async def _beat_and_recover(self) -> None:
         store = self.runtime.store
         try:
-            await store.heartbeat(self.topics, self.runtime.worker_id, HEARTBEAT_SECONDS)
+            await store.heartbeat(self.topics, self.runtime.worker_id, HEARTBEAT_TTL)
             await self.recover()
         except RedisUnavailable as e:
             self.log.warn("heartbeat failed: {error}", error=str(e))

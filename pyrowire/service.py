@@ -28,9 +28,9 @@ from pyrowire.errors import ConfigurationError
 from pyrowire.metrics import Metrics
 from pyrowire.outbound import Sender
 from pyrowire.recovery import Supervisor
+from pyrowire.redis_store import RedisStore
 from pyrowire.runconfig import RedisAddress, RunConfig, resolve
 from pyrowire.runtime import Runtime
-from pyrowire.store import RedisStore
 from pyrowire.twilio import TwilioClient
 from pyrowire.worker import TopicWorker
 

@@ -20,7 +20,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from pyrowire import signature, twiml
+from pyrowire import envelope, signature, twiml
 from pyrowire.errors import BadRequest, RedisUnavailable
 from pyrowire.keys import ACCEPTED, INVALID
 from pyrowire.message import parse_message
@@ -172,7 +172,7 @@ class Webhook:
         failure = await first_failure(checks, message) if checks else None
         if failure is None:
             answer = ACCEPTED
-            payload: str | None = json.dumps({"message": message, "received_at": self.clock.seconds()})
+            payload: str | None = envelope.encode(message, self.clock.seconds())
         else:
             answer = INVALID + failure[0]
             payload = None

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from pyrowire import logs
+from pyrowire import envelope, logs
 from pyrowire.calls import call_user
 from pyrowire.errors import RedisUnavailable
 from pyrowire.runtime import Exchange
@@ -139,13 +139,13 @@ class TopicWorker(Service):
     async def _handle(self, payload: str) -> None:
         rt = self.runtime
         topic = self.topic.name
-        envelope = json.loads(payload)
-        message: dict[str, Any] = envelope["message"]
+        queued = envelope.decode(payload)
+        message = queued.message
         sid = str(message.get("sid", ""))
         store = rt.store
         # runs interrupted by a dead worker were counted when recovery put the message back
-        # (store.RECLAIM), so a message that kills its workers still uses up its attempts
-        attempt = int(envelope.get("attempts") or 0) + 1
+        # (scripts.RECLAIM), so a message that kills its workers still uses up its attempts
+        attempt = queued.interrupted + 1
         exchange = Exchange(sid)
         if attempt > 1:
             exchange.previous = await self._persist(lambda: store.sent(topic, sid)) or {}
@@ -172,7 +172,7 @@ class TopicWorker(Service):
                     rt.metrics.handled(topic, "complete" if kind == "complete" else "dead" if dead else "retry",
                                        finished - started)
                 record.update(sids=list(exchange.sids), worker=rt.worker_id, attempt=attempt,
-                              received_at=envelope.get("received_at"), started_at=started, finished_at=finished)
+                              received_at=queued.received_at, started_at=started, finished_at=finished)
                 text = _RECORD_ENCODER.encode(record)
                 if kind == "complete" or dead:
                     exchange.settle()

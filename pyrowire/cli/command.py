@@ -25,8 +25,8 @@ from twisted.web.client import Agent
 
 from pyrowire.cli import phone, scaffold
 from pyrowire.errors import ConfigurationError, RedisUnavailable
+from pyrowire.redis_store import RedisStore
 from pyrowire.runconfig import RedisAddress, parse_redis_url
-from pyrowire.store import RedisStore
 
 CONNECT_SECONDS = 5.0
 

@@ -55,12 +55,12 @@ from twisted.web.resource import Resource
 from pyrowire.app import App
 from pyrowire.calls import call_user
 from pyrowire.errors import ConfigurationError, PyrowireError
-from pyrowire.memory_store import MemoryStore
 from pyrowire.message import DEFAULT_CONTENT_TYPE, parse_message
 from pyrowire.outbound import Sender
 from pyrowire.runtime import Runtime
 from pyrowire.settings import Settings, Topic
 from pyrowire.signature import compute
+from pyrowire.testing.memory import MemoryStore
 from pyrowire.validators import first_failure
 from pyrowire.webhook import Webhook
 from pyrowire.worker import TopicWorker

@@ -15,8 +15,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 import pyrowire
+from pyrowire.redis_store import RedisStore
 from pyrowire.runconfig import parse_redis_url
-from pyrowire.store import RedisStore
 from tests.redis_server import RedisServer, free_port
 
 SETTINGS: dict[str, Any] = {

@@ -25,7 +25,7 @@ import pyrowire
 from pyrowire import twiml
 from pyrowire.cli import command as cli
 from pyrowire.cli import phone
-from pyrowire.memory_store import MemoryStore
+from pyrowire.testing.memory import MemoryStore
 from pyrowire.webhook import Webhook
 from tests.deferreds import result_of
 

@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from pyrowire.memory_store import MemoryStore
 from pyrowire.metrics import HANDLER_BUCKETS, Metrics
+from pyrowire.testing.memory import MemoryStore
 from tests.deferreds import result_of
 
 T = TypeVar("T")

@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 from xml.etree import ElementTree
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
@@ -119,6 +119,9 @@ def test_random_parameters_never_break_the_webhook(method: str, topic: str, para
     if method == "GET":
         url = f"{url}?{encoded.decode('ascii')}"
         body = None
+        # twisted.web drops a request line over 16 KiB (LineReceiver.MAX_LENGTH) before any resource
+        # sees it; Twilio's GET webhooks are far shorter
+        assume(len(url) < 16_000)
     headers: dict[str, Any] = {}
     if sign:
         headers["X-Twilio-Signature"] = [_signature(url, method, params)]

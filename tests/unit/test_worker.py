@@ -13,12 +13,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock, deferLater
 
 import pyrowire
-from pyrowire.testing.fake_twilio import FakeTwilio
-from pyrowire.keys import HEARTBEAT_SECONDS
-from pyrowire.memory_store import MemoryStore
+from pyrowire.keys import HEARTBEAT_TTL
 from pyrowire.outbound import Sender
 from pyrowire.recovery import BEAT_SECONDS, Supervisor
 from pyrowire.runtime import Runtime
+from pyrowire.testing.fake_twilio import FakeTwilio
+from pyrowire.testing.memory import MemoryStore
 from pyrowire.twilio import TwilioClient
 from pyrowire.worker import POP_TIMEOUT, TopicWorker
 from tests.deferreds import result_of
@@ -305,13 +305,13 @@ def test_supervisor_puts_back_a_message_popped_but_not_started() -> None:
 def test_recover_reclaims_a_dead_workers_messages_after_its_heartbeat_expires() -> None:
     """Supervisor.recover leaves a live worker's messages alone and puts back a dead one's once it expires."""
     h = Harness()
-    now(h.store.heartbeat(["echo"], DEAD, HEARTBEAT_SECONDS))
+    now(h.store.heartbeat(["echo"], DEAD, HEARTBEAT_TTL))
     h.queue("SM1")
     assert result_of(h.store.popper().pop(h.keys, DEAD, 1)) is not None
     supervisor = Supervisor(h.runtime, ["echo"], [])
     assert result_of(Deferred.fromCoroutine(supervisor.recover())) == 0
     assert h.length(h.keys.inflight(DEAD)) == 1
-    h.clock.advance(HEARTBEAT_SECONDS)
+    h.clock.advance(HEARTBEAT_TTL + 0.001)  # Redis expires a key once its time is strictly past
     assert result_of(Deferred.fromCoroutine(supervisor.recover())) == 1
     assert h.length(h.keys.inflight(DEAD)) == 0
     assert h.length(h.keys.queue) == 1
@@ -321,13 +321,13 @@ def test_recover_reclaims_a_dead_workers_messages_after_its_heartbeat_expires() 
 def test_running_supervisor_hands_a_dead_workers_message_to_this_worker() -> None:
     """A message left in flight by a killed worker is handled here within heartbeat + recovery period."""
     h = Harness()
-    now(h.store.heartbeat(["echo"], DEAD, HEARTBEAT_SECONDS))
+    now(h.store.heartbeat(["echo"], DEAD, HEARTBEAT_TTL))
     h.queue("SM1")
     result_of(h.store.popper().pop(h.keys, DEAD, 1))  # the dead worker took it, then was SIGKILLed
     handled: list[str] = []
     h.start(lambda m: handled.append(m["sid"]))
     assert handled == []
-    for _ in range(int((HEARTBEAT_SECONDS + BEAT_SECONDS) / BEAT_SECONDS) + 1):
+    for _ in range(int((HEARTBEAT_TTL + BEAT_SECONDS) / BEAT_SECONDS) + 1):
         h.clock.advance(BEAT_SECONDS)
     assert handled == ["SM1"]
     assert h.clock.seconds() <= 30
@@ -340,7 +340,7 @@ def test_supervisor_never_reclaims_its_own_worker() -> None:
     h = Harness()
     h.start(lambda m: Deferred())
     h.queue("SM1")
-    h.clock.advance(HEARTBEAT_SECONDS * 3)
+    h.clock.advance(HEARTBEAT_TTL * 3)
     assert h.length(h.keys.inflight("me:1:cafe")) == 1
     assert h.length(h.keys.queue) == 0
 

@@ -1,0 +1,138 @@
+"""The queue on a real Redis, spoken to with txredisapi (the daemon's store).
+
+Commands go through a small connection pool; each worker loop's blocking pop
+holds a connection of its own (:class:`RedisPopper`), so a parked pop stalls
+nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import txredisapi
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+
+from pyrowire.errors import RedisReplyError, RedisUnavailable
+from pyrowire.keys import TopicKeys
+from pyrowire.runconfig import RedisAddress
+from pyrowire.store import ScriptMissing, Store
+
+FIRST_CONNECT_SECONDS = 3.0
+
+
+def _connect(address: RedisAddress, poolsize: int, reply_timeout: float | None) -> Any:
+    common: dict[str, Any] = {
+        "dbid": address.db,
+        "password": address.password,
+        "connectTimeout": 5,
+        "replyTimeout": reply_timeout,
+        "convertNumbers": False,
+    }
+    if address.username:
+        common["username"] = address.username
+    if address.kind == "unix":
+        return txredisapi.lazyUnixConnectionPool(address.path, poolsize=poolsize, **common)
+    return txredisapi.lazyConnectionPool(
+        address.host, address.port, poolsize=poolsize, ssl_context_factory=address.kind == "tls", **common
+    )
+
+
+def _unavailable(failure: Failure) -> Failure:
+    """A lost or closed connection, as the RedisUnavailable every store operation raises for it."""
+    error = failure.check(txredisapi.ConnectionError, txredisapi.TimeoutError)
+    if error is not None:
+        raise RedisUnavailable(f"Redis pop connection: {failure.getErrorMessage()}")
+    return failure
+
+
+class RedisPopper:
+    """One connection that only does blocking pops (BLMOVE)."""
+
+    def __init__(self, address: RedisAddress) -> None:
+        self._conn = _connect(address, 1, None)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._conn._factory.size)
+
+    def pop(self, keys: TopicKeys, worker: str, timeout: float) -> Deferred[str | None]:
+        d: Deferred[str | None] = self._conn.execute_command(
+            "BLMOVE", keys.queue, keys.inflight(worker), "RIGHT", "LEFT", timeout
+        )
+        return d.addErrback(_unavailable)
+
+    def close(self) -> Deferred[None]:
+        d: Deferred[None] = self._conn.disconnect()
+        return d
+
+
+class RedisStore(Store):
+    """pyrowire's queue operations on one Redis, through a small connection pool."""
+
+    def __init__(self, address: RedisAddress, prefix: str = "pyrowire", poolsize: int = 4,
+                 reply_timeout: float = 5.0) -> None:
+        self.address = address
+        self.prefix = prefix
+        self._poolsize = poolsize
+        self._reply_timeout = reply_timeout
+        self._pool: Any = None
+        self._connecting = False
+        self._waiters: list[Deferred[None]] = []
+
+    def start(self, address: RedisAddress | None = None) -> None:
+        """Open the pool. Until its first connection (at most FIRST_CONNECT_SECONDS) commands wait
+        for it; after that they fail fast with RedisUnavailable whenever Redis is away."""
+        if address is not None:
+            self.address = address
+        self._pool = _connect(self.address, self._poolsize, self._reply_timeout)
+        self._connecting = True
+        self._pool._factory.deferred.addBoth(self._first_connection)
+
+    def _first_connection(self, result: Any) -> Any:
+        self._connecting = False
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.callback(None)
+        return result
+
+    async def _until_first_connection(self) -> None:
+        from twisted.internet import reactor
+
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        waiter.addTimeout(FIRST_CONNECT_SECONDS, reactor)
+        try:
+            await waiter
+        except defer.TimeoutError:
+            self._connecting = False  # Redis is not there: from now on, fail fast
+
+    def stop(self) -> Deferred[None]:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return succeed(None)
+        d: Deferred[None] = pool.disconnect()
+        return d
+
+    def popper(self) -> RedisPopper:
+        return RedisPopper(self.address)
+
+    @property
+    def connected(self) -> bool:
+        return self._pool is not None and bool(self._pool._factory.size)
+
+    async def _execute(self, *command: Any) -> Any:
+        if self._connecting and not self.connected:
+            await self._until_first_connection()  # e.g. an app.resource() mounted a moment ago
+        if not self.connected:
+            raise RedisUnavailable(f"not connected to Redis at {self.address.display()}")
+        try:
+            return await self._pool.execute_command(*command)
+        except (txredisapi.ConnectionError, txredisapi.TimeoutError) as e:
+            raise RedisUnavailable(f"Redis at {self.address.display()}: {e}") from None
+        except txredisapi.ResponseError as e:
+            if str(e).startswith("NOSCRIPT"):
+                raise ScriptMissing(str(e)) from None
+            raise RedisReplyError(f"Redis at {self.address.display()} answered {command[0]}: {e}") from None

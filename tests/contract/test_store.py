@@ -1,0 +1,342 @@
+"""The store contract: every test runs on the in-memory store (fakeredis) and on a real Valkey.
+
+Both stores run the very scripts of :mod:`pyrowire.scripts`; these tests pin what
+the queue does, so that the in-memory store that unit tests and ``pyrowire.testing``
+use behaves as the daemon's Redis does, and keeps doing so as scripts change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import deferLater
+
+from pyrowire import envelope
+from pyrowire.errors import RedisReplyError, RedisUnavailable
+from pyrowire.keys import DEDUPE_SECONDS
+from pyrowire.redis_store import RedisStore
+from pyrowire.runconfig import parse_redis_url
+from pyrowire.store import Store
+from pyrowire.testing.memory import MemoryStore
+
+W = "host:1:abcd"
+# a pop that should find nothing waits this long (BLMOVE takes fractions of a second)
+SHORT = 0.1
+
+
+async def _turn() -> None:
+    """Let the reactor deliver what is in flight (replies from a real server)."""
+    await deferLater(reactor, 0.01)
+
+
+@pytest_twisted.async_yield_fixture(params=["memory", "valkey"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        memory = MemoryStore(reactor, prefix="contract")
+        yield memory
+        await memory.stop()
+        return
+    server = request.getfixturevalue("redis_server")
+    real = RedisStore(parse_redis_url(server.url), prefix="contract")
+    real.start()
+    for _ in range(300):
+        if real.connected:
+            break
+        await deferLater(reactor, 0.01)
+    assert real.connected
+    yield real
+    await real.stop()
+
+
+async def _pop(store: Store, worker: str = W, timeout: float = SHORT) -> str | None:
+    popper = store.popper()
+    try:
+        return await popper.pop(store.keys("echo"), worker, timeout)
+    finally:
+        await popper.close()
+
+
+def _payload(sid: str, received_at: float = 1764478393.123456) -> str:
+    return envelope.encode({"sid": sid, "media": {"count": 0, "media": {}}, "list": []}, received_at)
+
+
+@pytest_twisted.ensureDeferred
+async def test_accept_queues_once_and_returns_the_first_answer(store: Store) -> None:
+    """Concurrent accepts of one MessageSid queue it once; every other caller gets the first answer."""
+    results = await defer.gatherResults([
+        Deferred.fromCoroutine(store.accept("echo", "SM1", "a", f"p{i}")) for i in range(20)
+    ])
+    assert results.count(None) == 1 and set(results) == {None, "a"}
+    assert await store.llen(store.keys("echo").queue) == 1
+    assert await store.answer_for("echo", "SM1") == "a"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_answer_without_payload_queues_nothing(store: Store) -> None:
+    """An accept with no payload (a validator refused it) records the answer and queues nothing."""
+    assert await store.accept("echo", "SM2", "v:length", None) is None
+    assert await store.accept("echo", "SM2", "a", "p") == "v:length"
+    assert await store.llen(store.keys("echo").queue) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_dedupe_and_sent_records_expire_after_a_day(store: Store) -> None:
+    """The seen and sent keys carry DEDUPE_SECONDS of life; the queue itself never expires."""
+    keys = store.keys("echo")
+    await store.accept("echo", "SM3", "a", "x")
+    await store.record_sent("echo", "SM3", 0, "SMout")
+    assert DEDUPE_SECONDS - 5 < await store.ttl(keys.seen("SM3")) <= DEDUPE_SECONDS
+    assert DEDUPE_SECONDS - 5 < await store.ttl(keys.sent("SM3")) <= DEDUPE_SECONDS
+    assert await store.ttl(keys.queue) == -1
+    assert await store.ttl(keys.seen("nothing")) == -2
+
+
+@pytest_twisted.ensureDeferred
+async def test_heartbeat_registers_the_worker_with_its_ttl(store: Store) -> None:
+    """heartbeat adds the worker to each topic's set and sets its alive key with the given ttl."""
+    await store.heartbeat(["echo", "joke"], W, 7)
+    for topic in ("echo", "joke"):
+        assert await store.workers(topic) == [W]
+        assert 5 < await store.ttl(store.keys(topic).alive(W)) <= 7
+
+
+@pytest_twisted.ensureDeferred
+async def test_pop_moves_the_oldest_into_in_flight(store: Store) -> None:
+    """A pop takes the oldest queued message and pushes it on the left of the worker's in-flight list."""
+    keys = store.keys("echo")
+    for i in range(3):
+        await store.accept("echo", f"SM{i}", "a", f"m{i}")
+    assert [await _pop(store), await _pop(store)] == ["m0", "m1"]
+    assert await store.lrange(keys.inflight(W)) == ["m1", "m0"]
+    assert await store.lrange(keys.queue) == ["m2"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_pop_on_an_empty_queue_times_out_with_none(store: Store) -> None:
+    """A pop that finds nothing within its timeout fires with None and moves nothing."""
+    assert await _pop(store) is None
+    assert await store.llen(store.keys("echo").inflight(W)) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_parked_pop_takes_a_message_pushed_later(store: Store) -> None:
+    """A pop parked on an empty queue fires with a message accepted after it, without stalling other commands."""
+    popper = store.popper()
+    try:
+        fired: list[object] = []
+        d = popper.pop(store.keys("echo"), W, 0)
+        d.addBoth(lambda result: fired.append(result) or result)
+        await _turn()
+        assert fired == []
+        assert await store.ping()  # the store's own connection is not held by the pop
+        await store.accept("echo", "SM1", "a", "late")
+        assert await d == "late"
+        assert await store.lrange(store.keys("echo").inflight(W)) == ["late"]
+    finally:
+        await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_parked_pops_are_served_longest_waiting_first(store: Store) -> None:
+    """Two pops parked on one queue get one message each, the first parked the first message."""
+    first, second = store.popper(), store.popper()
+    try:
+        a = first.pop(store.keys("echo"), "w-a", 0)
+        await _turn()
+        b = second.pop(store.keys("echo"), "w-b", 0)
+        await _turn()
+        await store.accept("echo", "SM1", "a", "one")
+        await store.accept("echo", "SM2", "a", "two")
+        assert [await a, await b] == ["one", "two"]
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_pop_still_moves_a_message_until_its_connection_closes(store: Store) -> None:
+    """Cancelling a parked pop only stops waiting for its answer: Redis still moves the next message in flight.
+
+    This is why a worker must close its pop connections before it stops caring about them.
+    """
+    keys = store.keys("echo")
+    popper = store.popper()
+    d = popper.pop(keys, W, 0)
+    await _turn()
+    d.cancel()
+    with pytest.raises(CancelledError):
+        await d
+    await store.accept("echo", "SM1", "a", "moved")
+    await _turn()
+    assert await store.lrange(keys.inflight(W)) == ["moved"]
+    assert await store.llen(keys.queue) == 0
+    await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_closing_a_popper_withdraws_its_parked_pop(store: Store) -> None:
+    """A parked pop fails with RedisUnavailable when its popper closes, and a message pushed after stays queued."""
+    keys = store.keys("echo")
+    popper = store.popper()
+    d = popper.pop(keys, W, 0)
+    await _turn()
+    await popper.close()
+    with pytest.raises(RedisUnavailable):
+        await d
+    await store.accept("echo", "SM1", "a", "kept")
+    await _turn()
+    assert await store.lrange(keys.queue) == ["kept"]
+    with pytest.raises(RedisUnavailable):
+        await popper.pop(keys, W, SHORT)
+
+
+@pytest_twisted.ensureDeferred
+async def test_finish_records_trims_and_forgets_sends(store: Store) -> None:
+    """finish drops one copy from in-flight, keeps the newest `retention` records and drops the send record."""
+    keys = store.keys("echo")
+    for i in range(4):
+        await store.accept("echo", f"SM{i}", "a", f"m{i}")
+        await _pop(store)
+        await store.record_sent("echo", f"SM{i}", 0, f"SMout{i}")
+        await store.finish("echo", W, f"m{i}", f"SM{i}", f"r{i}", "complete", 2)
+        assert await store.sent("echo", f"SM{i}") == {}
+    assert await store.lrange(keys.complete) == ["r3", "r2"]
+    assert await store.llen(keys.inflight(W)) == 0
+    assert await store.llen(keys.dead) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_finish_removes_only_one_copy_of_a_payload(store: Store) -> None:
+    """finish is LREM with count 1: of two identical in-flight payloads, one stays."""
+    keys = store.keys("echo")
+    await store.accept("echo", "SM1", "a", "same")
+    await store.accept("echo", "SM2", "a", "same")
+    await _pop(store)
+    await _pop(store)
+    await store.finish("echo", W, "same", "SM1", "r", "errors", 10)
+    assert await store.lrange(keys.inflight(W)) == ["same"]
+    assert await store.lrange(keys.errors) == ["r"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dead_finish_keeps_the_payload_whole_and_requeue_returns_it_behind_the_queue(store: Store) -> None:
+    """A dead message is kept in the dead list; requeue_dead moves dead letters behind what is queued, oldest first."""
+    keys = store.keys("echo")
+    for sid in ("SM1", "SM2"):
+        await store.accept("echo", sid, "a", _payload(sid))
+        payload = await _pop(store)
+        assert payload is not None
+        await store.finish("echo", W, payload, sid, "{}", "errors", 10, dead=True)
+    await store.accept("echo", "SM3", "a", _payload("SM3"))
+    assert await store.llen(keys.dead) == 2
+    assert await store.requeue_dead("echo") == 2
+    assert await store.llen(keys.dead) == 0
+    order = [json.loads(p)["message"]["sid"] for p in reversed(await store.lrange(keys.queue))]
+    assert order == ["SM3", "SM1", "SM2"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_reclaim_refuses_a_live_worker_unless_forced(store: Store) -> None:
+    """reclaim answers -1 and moves nothing while the worker's heartbeat lives; forced, it moves them unchanged."""
+    keys = store.keys("echo")
+    await store.heartbeat(["echo"], W, 60)
+    await store.accept("echo", "SM1", "a", _payload("SM1"))
+    popped = await _pop(store)
+    assert await store.reclaim("echo", W) == -1
+    assert await store.llen(keys.inflight(W)) == 1
+    assert await store.reclaim("echo", W, force=True) == 1
+    assert await store.lrange(keys.queue) == [popped]
+    assert await store.workers("echo") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_reclaim_puts_a_dead_workers_messages_first_in_line_with_one_more_run(store: Store) -> None:
+    """A dead worker's messages go back to the consuming end, oldest first, each counting one interrupted run."""
+    keys = store.keys("echo")
+    await store.heartbeat(["echo"], W, 60)
+    for sid in ("SM1", "SM2"):
+        await store.accept("echo", sid, "a", _payload(sid))
+        await _pop(store)
+    await store.accept("echo", "SM3", "a", _payload("SM3"))
+    await store._execute("DEL", keys.alive(W))  # what expiry does to a SIGKILLed worker's heartbeat
+    assert await store.reclaim("echo", W) == 2
+    assert await store.workers("echo") == []
+    popped = [envelope.decode(await _pop(store, "other") or "") for _ in range(3)]
+    assert [(e.message["sid"], e.interrupted) for e in popped] == [("SM1", 1), ("SM2", 1), ("SM3", 0)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_envelope_survives_reclaim_and_requeue_byte_for_byte(store: Store) -> None:
+    """Interrupted runs are counted at the envelope's head: floats keep every digit and [] stays [] (no cjson)."""
+    keys = store.keys("echo")
+    original = _payload("SM1", received_at=1764478393.123456789)
+    await store.accept("echo", "SM1", "a", original)
+    for runs in (1, 2):
+        await _pop(store, "doomed")
+        assert await store.reclaim("echo", "doomed") == 1  # never heartbeated: dead
+        [item] = await store.lrange(keys.queue)
+        assert item == f'{{"attempts": {runs}, ' + original[1:]
+        assert envelope.decode(item).interrupted == runs
+    payload = await _pop(store)
+    assert payload is not None
+    await store.finish("echo", W, payload, "SM1", "{}", "errors", 10, dead=True)
+    await store.requeue_dead("echo")
+    assert await store.lrange(keys.queue) == [original]
+
+
+@pytest_twisted.ensureDeferred
+async def test_scripts_are_loaded_again_after_script_flush(store: Store) -> None:
+    """After SCRIPT FLUSH (or a Redis restart) EVALSHA answers NOSCRIPT and the store falls back to EVAL."""
+    await store.accept("echo", "SM1", "a", "p1")
+    await store._execute("SCRIPT", "FLUSH")
+    assert await store.accept("echo", "SM2", "a", "p2") is None
+    assert await store.accept("echo", "SM2", "a", "p2") == "a"
+    assert await store.llen(store.keys("echo").queue) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_error_reply_is_a_redis_reply_error(store: Store) -> None:
+    """A script that meets the wrong type of key raises RedisReplyError, not a driver's exception."""
+    await store._execute("SET", store.keys("echo").queue, "not a list")
+    with pytest.raises(RedisReplyError):
+        await store.accept("echo", "SM1", "a", "p")
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_capped_and_lrange_follow_redis_indices(store: Store) -> None:
+    """push_capped keeps the newest items; lrange takes Redis's inclusive and negative indices."""
+    for i in range(5):
+        await store.push_capped("contract:list", f"i{i}", 3)
+    assert await store.lrange("contract:list") == ["i4", "i3", "i2"]
+    assert await store.lrange("contract:list", 0, 0) == ["i4"]
+    assert await store.lrange("contract:list", -2, -1) == ["i3", "i2"]
+    assert await store.lrange("contract:list", 5, 9) == []
+    assert await store.llen("contract:list") == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_key_carries_the_prefix_and_the_topic_hash_tag(store: Store) -> None:
+    """All keys a topic's life touches start with the prefix and the {topic} hash tag (one Cluster slot)."""
+    await store.heartbeat(["echo"], W, 60)
+    await store.accept("echo", "SM1", "a", _payload("SM1"))
+    payload = await _pop(store)
+    await store.record_sent("echo", "SM1", 0, "SMout")
+    await store.finish("echo", W, payload or "", "SM1", "{}", "errors", 10, dead=True)
+    await store.push_capped(store.keys("echo").outbox, "{}", 10)
+    names = [str(n) for n in await store._execute("KEYS", "*")]
+    assert names and all(n.startswith("contract:{echo}:") for n in names)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stopped_store_raises_redis_unavailable(store: Store) -> None:
+    """After stop, every operation raises RedisUnavailable rather than a driver's error."""
+    await store.stop()
+    with pytest.raises(RedisUnavailable):
+        await store.ping()
+    with pytest.raises(RedisUnavailable):
+        await store.accept("echo", "SM1", "a", "p")
