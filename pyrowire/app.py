@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,12 +15,12 @@ from twisted.web.resource import IResource
 from pyrowire import validators
 from pyrowire.errors import ConfigurationError, PyrowireError
 from pyrowire.settings import Settings, Topic, load_settings
+from pyrowire.validators import Check
 
 if TYPE_CHECKING:
-    from pyrowire.runtime import Exchange, Runtime
+    from pyrowire.runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
-Check = tuple[str, Callable[[dict[str, Any]], Any], str]
 
 
 def _message(*candidates: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -86,9 +87,9 @@ class App:
 
         return register
 
-    def properties(self, topic: str) -> Mapping[str, Any]:
-        """The free-form ``properties`` of ``topic``'s settings."""
-        return self._topic(topic).properties
+    def properties(self, topic: str) -> dict[str, Any]:
+        """The free-form ``properties`` of ``topic``'s settings, as a plain dict (a copy, safe to change)."""
+        return copy.deepcopy(dict(self._topic(topic).properties))
 
     def checks(self, topic: Topic) -> list[Check]:
         """The topic's validators in order, as (name, function, failure message)."""
@@ -132,58 +133,32 @@ class App:
         return Deferred.fromCoroutine(self._send(message, body, urls))
 
     async def _send(self, message: Mapping[str, Any], body: str | None, media_urls: Sequence[str]) -> str:
+        runtime = self._running()
+        return await runtime.outbound.reply(self._topic(message["topic"]), message, body, media_urls)
+
+    def _running(self) -> Runtime:
         if self.runtime is None:
             raise NotRunning("no pyrowire service of this app is running")
-        runtime = self.runtime
-        topic = self._topic(message["topic"])
-        inbound = message.get("sid")
-        exchange = runtime.exchanges.get(inbound) if inbound is not None else None
-        if exchange is None:
-            return await runtime.sender.send(topic, to=message["number"], body=body, media_urls=media_urls,
-                                             in_reply_to=inbound)
-        index = exchange.next_index
-        exchange.next_index += 1
-        sid = exchange.previous.get(index)
-        if sid is not None:
-            self.log.info("{topic} {inbound}: send {index} already went out as {sid}, not sending again",
-                          topic=topic.name, inbound=inbound, index=index, sid=sid)
-        else:
-            sid = await runtime.sender.send(topic, to=message["number"], body=body, media_urls=media_urls,
-                                            in_reply_to=inbound)
-            exchange.previous[index] = sid
-            # recorded on the next reactor turn, unless the handler finishes first (then the finish
-            # record makes it moot): a fast handler costs no extra round trip per send
-            exchange.unsaved[index] = sid
-            if exchange.saving is None:
-                exchange.saving = runtime.clock.callLater(0, self._save_sends, runtime, topic.name, exchange)
-        exchange.sids.append(sid)
-        return sid
+        return self.runtime
 
-    def _not_saved(self, failure: Any, sid: str) -> None:
-        self.log.warn("could not record send {sid}: {error}", sid=sid, error=failure.getErrorMessage())
+    # --- what the webhook needs (pyrowire.webhook.Inbound) -------------------
 
-    def _save_sends(self, runtime: Runtime, topic: str, exchange: Exchange) -> None:
-        exchange.saving = None
-        for index, sid in list(exchange.unsaved.items()):
-            d = Deferred.fromCoroutine(runtime.store.record_sent(topic, exchange.sid, index, sid))
-            d.addErrback(self._not_saved, sid)
-        exchange.unsaved.clear()
+    @property
+    def topics(self) -> Mapping[str, Topic]:
+        """The configured topics, by name."""
+        return self.settings.topics
 
     def send_accept(self, topic: Topic, message: Mapping[str, Any]) -> None:
         """Send the accept response through the REST API too (``send_on_accept``), in the background."""
-        d = self._send(message, topic.accept_response, ())
-        Deferred.fromCoroutine(d).addErrback(
-            lambda f: self.log.failure("send_on_accept for {topic} failed", f, topic=topic.name)
-        )
+        self._running().outbound.send_accept(topic, message)
 
     def requeue_dead(self, topic: str) -> Deferred[int]:
         """Move the topic's dead letters back to its queue (needs a running service); fires with how many."""
 
         async def requeue() -> int:
-            if self.runtime is None:
-                raise NotRunning("no pyrowire service of this app is running")
+            runtime = self._running()
             self._topic(topic)
-            return await self.runtime.store.requeue_dead(topic)
+            return await runtime.store.requeue_dead(topic)
 
         return Deferred.fromCoroutine(requeue())
 

@@ -1,14 +1,24 @@
-"""Outbound messages: to Twilio's REST API, or to the topic's sandbox outbox."""
+"""Outbound messages: to Twilio's REST API or the topic's sandbox outbox, and the bookkeeping that
+keeps a handler's sends from going out twice when its message is run again.
+
+:class:`Sender` sends one message. :class:`Outbound` is what a running service holds for
+sending on behalf of the application: it numbers each send a handler makes while
+handling one inbound message (an :class:`Exchange`), re-uses the SID of a send an
+earlier run of the same message already made, and records new sends in Redis so that
+a re-run after a crash skips them too.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from pyrowire import logs
@@ -80,3 +90,85 @@ class Sender:
         self.log.info("sandbox reply {sid} to {to} for {topic}: {body!r}{media}", sid=sid, to=to,
                       topic=topic.name, body=body, media=media, outcome="sandbox")
         return sid
+
+
+@dataclass
+class Exchange:
+    """One inbound message while its handler runs: the sends it made, and those of earlier runs."""
+
+    sid: str
+    sids: list[str] = field(default_factory=list)
+    previous: dict[int, str] = field(default_factory=dict)
+    next_index: int = 0
+    # sends not yet recorded in Redis, and the call that records them on the next reactor turn
+    unsaved: dict[int, str] = field(default_factory=dict)
+    saving: IDelayedCall | None = None
+
+    def settle(self) -> None:
+        """The message is finishing (its record drops the send records): nothing left to record."""
+        if self.saving is not None and self.saving.active():
+            self.saving.cancel()
+        self.saving = None
+        self.unsaved.clear()
+
+
+class Outbound:
+    """Sends for a running service: replies tracked per inbound message, and sends that answer nothing."""
+
+    log = Logger()
+
+    def __init__(self, sender: Sender, store: Store, clock: IReactorTime) -> None:
+        self.sender = sender
+        self.store = store
+        self.clock = clock
+        # inbound MessageSid -> its exchange, while its handler runs
+        self.exchanges: dict[str, Exchange] = {}
+
+    def begin(self, sid: str, previous: dict[int, str]) -> Exchange:
+        """A handler starts on inbound ``sid``; ``previous`` are the sends earlier runs of it made."""
+        exchange = self.exchanges[sid] = Exchange(sid, previous=previous)
+        return exchange
+
+    def end(self, sid: str) -> None:
+        self.exchanges.pop(sid, None)
+
+    async def reply(self, topic: Topic, message: Mapping[str, Any], body: str | None,
+                    media_urls: Sequence[str]) -> str:
+        """Send to ``message['number']``; a send an earlier run of this message made is not made again."""
+        inbound = message.get("sid")
+        exchange = self.exchanges.get(inbound) if inbound is not None else None
+        if exchange is None:
+            return await self.sender.send(topic, to=message["number"], body=body, media_urls=media_urls,
+                                          in_reply_to=inbound)
+        index = exchange.next_index
+        exchange.next_index += 1
+        sid = exchange.previous.get(index)
+        if sid is not None:
+            self.log.info("{topic} {inbound}: send {index} already went out as {sid}, not sending again",
+                          topic=topic.name, inbound=inbound, index=index, sid=sid)
+        else:
+            sid = await self.sender.send(topic, to=message["number"], body=body, media_urls=media_urls,
+                                         in_reply_to=inbound)
+            exchange.previous[index] = sid
+            # recorded on the next reactor turn, unless the handler finishes first (then the finish
+            # record makes it moot): a fast handler costs no extra round trip per send
+            exchange.unsaved[index] = sid
+            if exchange.saving is None:
+                exchange.saving = self.clock.callLater(0, self._save_sends, topic.name, exchange)
+        exchange.sids.append(sid)
+        return sid
+
+    def _save_sends(self, topic: str, exchange: Exchange) -> None:
+        exchange.saving = None
+        for index, sid in list(exchange.unsaved.items()):
+            d = Deferred.fromCoroutine(self.store.record_sent(topic, exchange.sid, index, sid))
+            d.addErrback(self._not_saved, sid)
+        exchange.unsaved.clear()
+
+    def _not_saved(self, failure: Any, sid: str) -> None:
+        self.log.warn("could not record send {sid}: {error}", sid=sid, error=failure.getErrorMessage())
+
+    def send_accept(self, topic: Topic, message: Mapping[str, Any]) -> None:
+        """Send the accept response through the REST API too (``send_on_accept``), in the background."""
+        d = Deferred.fromCoroutine(self.reply(topic, message, topic.accept_response, ()))
+        d.addErrback(lambda f: self.log.failure("send_on_accept for {topic} failed", f, topic=topic.name))

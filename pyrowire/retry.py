@@ -1,4 +1,5 @@
-"""When to try again: a pure backoff policy, Retry-After parsing, and a clock-driven sleep.
+"""When to try again: every backoff pyrowire uses (Twilio sends, handler re-runs, Redis
+reconnects), Retry-After parsing, and a clock-driven sleep.
 
 Modelled on Twisted's ``backoffPolicy`` (``twisted.application.internet``): the delay is
 a pure function of the attempt number, and the randomness comes in as a parameter, so
@@ -47,6 +48,23 @@ def backoff(
     nominal = min(initial * factor ** min(max(attempt, 0), 100), maximum)
     share = min(max(jitter(), 0.0), 1.0)
     return nominal / 2 + share * nominal / 2
+
+
+def handler_delay(attempt: int) -> float:
+    """Seconds before running a failed handler again after its ``attempt``-th run: 1, 2, 4 … capped at 60.
+
+    No jitter: a handler's retries are spread by when each message failed.
+    """
+    return backoff(attempt - 1, initial=1.0, maximum=60.0, jitter=lambda: 1.0)
+
+
+# the waits between tries while Redis is away: a blip is bridged at once, an outage polled every 5 s
+REDIS_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+def redis_delay(failures: int) -> float:
+    """Seconds before trying Redis again after ``failures`` failed tries in a row (0 for the first)."""
+    return REDIS_DELAYS[min(max(failures, 0), len(REDIS_DELAYS) - 1)]
 
 
 def retry_after(

@@ -91,7 +91,7 @@ def _db_from_query(query: str, option: str) -> int:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class ProcessConfig:
     """Everything one process needs to know about what it runs."""
 
     settings: Settings
@@ -185,8 +185,8 @@ def resolve(
     environ: Mapping[str, str],
     settings: Settings,
     has_handler: Callable[[str], bool] = lambda _topic: True,
-) -> RunConfig:
-    """Combine options, environment and settings into one checked RunConfig."""
+) -> ProcessConfig:
+    """Combine options, environment and settings into one checked ProcessConfig."""
     try:
         profile = settings.profile(str(_first(options.get("profile"), environ.get("ENV"), "dev")))
     except ConfigurationError as e:
@@ -208,7 +208,7 @@ def resolve(
                 for name, t in settings.topics.items()
             },
         )
-    return RunConfig(
+    return ProcessConfig(
         settings=settings,
         profile=profile,
         role=role,

@@ -29,7 +29,7 @@ from pyrowire.metrics import Metrics
 from pyrowire.outbound import Sender
 from pyrowire.recovery import Supervisor
 from pyrowire.redis_store import RedisStore
-from pyrowire.runconfig import RedisAddress, RunConfig, resolve
+from pyrowire.runconfig import ProcessConfig, RedisAddress, resolve
 from pyrowire.runtime import Runtime
 from pyrowire.twilio import TwilioClient
 from pyrowire.worker import TopicWorker
@@ -48,11 +48,11 @@ def _default_reactor(reactor: Any) -> Any:
 
 
 class PyrowireService(MultiService):
-    """Everything one pyrowire process runs, for one App and one RunConfig."""
+    """Everything one pyrowire process runs, for one App and one ProcessConfig."""
 
     log = Logger()
 
-    def __init__(self, app: App, config: RunConfig, reactor: Any, on_fatal: Fatal | None = None,
+    def __init__(self, app: App, config: ProcessConfig, reactor: Any, on_fatal: Fatal | None = None,
                  handle_signals: bool = False) -> None:
         super().__init__()
         self.handle_signals = handle_signals
@@ -160,13 +160,11 @@ class PyrowireService(MultiService):
     async def _listen(self) -> None:
         # imported here: a worker that does not listen never loads Klein and werkzeug (~3.5 MB)
         from pyrowire.site import WebSite
-        from pyrowire.webhook import Webhook
+        from pyrowire.web import root
 
-        assert self.runtime is not None
-        webhook = Webhook(self.app, self.store, self.reactor, self.config.profile.public_url, self.metrics,
-                          serve_webhook=self.config.role != "worker")
-        site = WebSite(webhook.resource(), access_log=self.config.profile.debug, reactor=self.reactor,
-                       fast={b"queue": webhook.queue_resource()} if webhook.serve_webhook else None)
+        serves = self.app if self.config.role != "worker" else None
+        site = WebSite(root(serves, self.store, self.reactor, self.metrics, self.config.profile.public_url),
+                       access_log=self.config.profile.debug, reactor=self.reactor)
         try:
             endpoint = serverFromString(self.reactor, self.config.listen)
             self.port = await endpoint.listen(site)
@@ -214,7 +212,7 @@ def build_service(app: App, options: Mapping[str, Any], environ: Mapping[str, st
 
 def build_resource(app: App, options: Mapping[str, Any], environ: Mapping[str, str],
                    reactor: Any = None) -> IResource:
-    """The webhook resource alone, on its own Redis connections, for mounting in another site."""
+    """The webhook (with /health and /metrics) on its own Redis connections, for mounting in another site."""
     reactor = _default_reactor(reactor)
     config = resolve({**options, "role": "web", "listen": "tcp:0"}, environ, app.settings)
     if config.redis.kind == "embedded":
@@ -227,10 +225,9 @@ def build_resource(app: App, options: Mapping[str, Any], environ: Mapping[str, s
     metrics = Metrics(config.settings.topics)
     if app.runtime is None:
         app.runtime = Runtime(store, Sender(TwilioClient(reactor), store, reactor, metrics), reactor, metrics=metrics)
-    from pyrowire.webhook import Webhook
+    from pyrowire.web import root
 
-    resource: IResource = Webhook(app, store, reactor, config.profile.public_url, metrics).resource()
-    return resource
+    return root(app, store, reactor, metrics, config.profile.public_url)
 
 
 def exit_on_fatal(reactor: Any) -> Fatal:

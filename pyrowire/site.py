@@ -11,13 +11,14 @@ connection is closed, and the resource is never called.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from io import BytesIO
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from pyrowire.webhook import MAX_BODY
@@ -99,6 +100,28 @@ class LimitedRequest(Request):
         channel.loseConnection()
 
 
+class Root(Resource):
+    """A site's root: the first path segments named in ``leaves`` go straight to their leaf resource
+    (the webhook's ``queue``), everything else to ``routed``, a Klein application that routes on the
+    whole path. The webhook thus costs one dict lookup, not a router's matching."""
+
+    def __init__(self, routed: IResource, leaves: Mapping[bytes, IResource] | None = None) -> None:
+        super().__init__()
+        self.routed = routed
+        self.leaves = dict(leaves or {})
+
+    def getChildWithDefault(self, path: bytes, request: Any) -> IResource:
+        leaf = self.leaves.get(path)
+        if leaf is not None:
+            return leaf
+        # give the segment back: the routed application sees the path as if it were the root
+        request.postpath.insert(0, request.prepath.pop())
+        return self.routed
+
+    def render(self, request: Any) -> Any:
+        return self.routed.render(request)
+
+
 class WebSite(Site):
     """twisted.web's Site without tracebacks in error pages, access logs only when asked, bodies bounded."""
 
@@ -107,24 +130,10 @@ class WebSite(Site):
     requestFactory = LimitedRequest
 
     def __init__(self, resource: IResource, access_log: bool = False, max_body: int = MAX_BODY,
-                 reactor: IReactorTime | None = None, fast: dict[bytes, IResource] | None = None) -> None:
+                 reactor: IReactorTime | None = None) -> None:
         super().__init__(resource, reactor=reactor)
         self.access_log = access_log
         self.max_body = max_body
-        # first path segment -> a leaf resource that takes those requests without the router
-        self.fast = fast or {}
-
-    def getResourceFor(self, request: Any) -> Any:
-        if self.fast:
-            postpath = request.postpath
-            leaf = self.fast.get(postpath[0]) if postpath else None
-            if leaf is not None:
-                request.site = self
-                request.sitepath = []
-                request.prepath = [postpath[0]]
-                request.postpath = postpath[1:]
-                return leaf
-        return super().getResourceFor(request)
 
     def log(self, request: Any) -> None:
         if self.access_log:

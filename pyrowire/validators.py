@@ -16,6 +16,8 @@ from pyrowire.calls import as_deferred, is_pending
 from pyrowire.settings import Topic
 
 Validator = Callable[[dict[str, Any]], Any]
+# one of a topic's checks: (validator name, the validator, the message sent when it says invalid)
+Check = tuple[str, Validator, str]
 
 BUILTINS = ("profanity", "length", "parseable")
 

@@ -3,16 +3,19 @@
 Order of checks: topic (404), size (413), signature (403), required fields
 (400), validators (TwiML with the validator's message), then one Redis round
 trip that de-duplicates the MessageSid and queues the message.
+
+The webhook knows the application only through :class:`Inbound` (its topics, their
+checks, and sending the accept response) and Redis only through the
+:class:`~pyrowire.store.Store` it is given. It is a plain twisted.web leaf
+(:class:`QueueResource`), served by the process's site without going through a router.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
-from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -26,10 +29,9 @@ from pyrowire.keys import ACCEPTED, INVALID
 from pyrowire.message import parse_message
 from pyrowire.metrics import Metrics
 from pyrowire.settings import Topic
-from pyrowire.validators import first_failure
+from pyrowire.validators import Check, first_failure
 
 if TYPE_CHECKING:
-    from pyrowire.app import App
     from pyrowire.store import Store
 
 MAX_BODY = 64 * 1024
@@ -49,6 +51,21 @@ def _parse(query: bytes, strict: bool = False) -> dict[str, list[str]]:
     except (UnicodeDecodeError, ValueError):
         raise BadRequest(400, "The request's parameters are not a valid UTF-8 form.") from None
     return parsed
+
+
+class Inbound(Protocol):
+    """What the webhook needs of an application (:class:`pyrowire.App` provides it)."""
+
+    @property
+    def topics(self) -> Mapping[str, Topic]: ...
+
+    def checks(self, topic: Topic) -> list[Check]:
+        """The topic's validators in order."""
+        ...
+
+    def send_accept(self, topic: Topic, message: Mapping[str, Any]) -> None:
+        """Send the accept response through the REST API too (``send_on_accept``)."""
+        ...
 
 
 class QueueResource(Resource):
@@ -88,36 +105,37 @@ class QueueResource(Resource):
 
 
 class Webhook:
-    """The webhook and operational endpoints of one App, as a Klein application."""
+    """The webhook of one application: its topics' messages checked, queued and answered."""
 
-    router = Klein()
     log = Logger()
 
-    def __init__(self, app: App, store: Store, clock: IReactorTime, public_url: str | None = None,
-                 metrics: Metrics | None = None, serve_webhook: bool = True) -> None:
-        self.app = app
+    def __init__(self, inbound: Inbound, store: Store, clock: IReactorTime, public_url: str | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.inbound = inbound
         self.store = store
         self.clock = clock
         self.public_url = public_url
-        self.metrics = metrics if metrics is not None else Metrics(app.settings.topics)
-        self.serve_webhook = serve_webhook
+        self.metrics = metrics if metrics is not None else Metrics(inbound.topics)
         self._redis_down = False
 
-    def resource(self) -> Any:
-        return self.router.resource()
-
     def queue_resource(self) -> QueueResource:
-        """``/queue/<topic>`` as a plain leaf resource: the same handling without the router's cost."""
+        """``/queue/<topic>``'s leaf: the site hands it the requests under ``/queue/``."""
         return QueueResource(self)
+
+    def resource(self) -> Resource:
+        """A resource with the webhook at ``queue/<topic>`` below it, to mount in any twisted.web site."""
+        root = Resource()
+        root.putChild(b"queue", self.queue_resource())
+        return root
 
     # --- the webhook -------------------------------------------------------
 
-    @router.route("/queue/<string:topic>", methods=["GET", "POST"])
     async def queue(self, request: IRequest, topic: str) -> bytes:
-        if request.method not in (b"GET", b"POST"):  # werkzeug adds HEAD to every GET route
+        """Answer one webhook request for ``topic``: the response body (status and headers set on ``request``)."""
+        if request.method not in (b"GET", b"POST"):
             request.setHeader(b"Allow", b"GET, POST")
             return self._plain(request, 405, "Only GET and POST are allowed here.")
-        conf = self.app.settings.topics.get(topic) if self.serve_webhook else None
+        conf = self.inbound.topics.get(topic)
         if conf is None:
             self.metrics.webhook("", "unknown_topic")
             return self._plain(request, 404, f"There is no topic called {topic!r}.")
@@ -168,7 +186,7 @@ class Webhook:
 
     async def _answer(self, conf: Topic, message: dict[str, Any]) -> tuple[bytes, str]:
         """The TwiML answer and the outcome it counts as."""
-        checks = self.app.checks(conf)
+        checks = self.inbound.checks(conf)
         failure = await first_failure(checks, message) if checks else None
         if failure is None:
             answer = ACCEPTED
@@ -193,7 +211,7 @@ class Webhook:
         if failure is not None:
             return twiml.response(failure[1]), "invalid"
         if conf.send_on_accept and conf.accept_response:
-            self.app.send_accept(conf, message)
+            self.inbound.send_accept(conf, message)
         return twiml.response(conf.accept_response), "queued"
 
     def _replay(self, conf: Topic, prior: str) -> bytes:
@@ -208,22 +226,3 @@ class Webhook:
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return (sentence + "\n").encode("utf-8")
-
-    # --- operations --------------------------------------------------------
-
-    @router.route("/metrics", methods=["GET"])
-    async def metrics_page(self, request: IRequest) -> bytes:
-        await self.metrics.refresh_depths(self.store)
-        body, content_type = self.metrics.render()
-        request.setHeader(b"Content-Type", content_type.encode("ascii"))
-        return body
-
-    @router.route("/health", methods=["GET"])
-    async def health(self, request: IRequest) -> bytes:
-        request.setHeader(b"Content-Type", b"application/json")
-        try:
-            await self.store.ping()
-        except RedisUnavailable:
-            request.setResponseCode(503)
-            return json.dumps({"status": "unavailable", "redis": "unreachable"}).encode()
-        return json.dumps({"status": "ok", "redis": "ok"}).encode()

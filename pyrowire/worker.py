@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from pyrowire import envelope, logs
 from pyrowire.calls import call_user
 from pyrowire.errors import RedisUnavailable
-from pyrowire.runtime import Exchange
+from pyrowire.retry import handler_delay, redis_delay
 from pyrowire.settings import Topic
 
 if TYPE_CHECKING:
@@ -34,12 +34,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 POP_TIMEOUT = 5
-RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before re-running a failed handler: 1, 2, 4 … capped at 60."""
-    return float(min(2 ** (attempt - 1), 60))
 
 
 def _observe(d: Deferred[Any]) -> Deferred[None]:
@@ -103,7 +97,7 @@ class TopicWorker(Service):
             except Exception as e:
                 if not self.running:
                     return
-                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                delay = redis_delay(failures)
                 failures += 1
                 if failures == 1:
                     self.log.warn("pop from {topic} failed, retrying: {error}", topic=self.topic.name, error=str(e))
@@ -146,10 +140,8 @@ class TopicWorker(Service):
         # runs interrupted by a dead worker were counted when recovery put the message back
         # (scripts.RECLAIM), so a message that kills its workers still uses up its attempts
         attempt = queued.interrupted + 1
-        exchange = Exchange(sid)
-        if attempt > 1:
-            exchange.previous = await self._persist(lambda: store.sent(topic, sid)) or {}
-        rt.exchanges[sid] = exchange
+        previous = (await self._persist(lambda: store.sent(topic, sid)) or {}) if attempt > 1 else {}
+        exchange = rt.outbound.begin(sid, previous)
         try:
             while True:
                 started = self.clock.seconds()
@@ -184,12 +176,12 @@ class TopicWorker(Service):
                                       duration=finished - started)
                     return
                 await self._persist(partial(store.push_capped, store.keys(topic).errors, text, self.topic.retention))
-                await self._sleep(backoff(attempt))
+                await self._sleep(handler_delay(attempt))
                 if not self.running:
                     return  # not started again: put back on stop
                 attempt += 1
         finally:
-            rt.exchanges.pop(sid, None)
+            rt.outbound.end(sid)
 
     def handle(self, payload: str) -> Deferred[None]:
         """Handle one payload already moved to this worker's in-flight list (pyrowire.testing uses it)."""
@@ -208,7 +200,7 @@ class TopicWorker(Service):
                     return None
                 if failures == 0:
                     self.log.warn("{topic}: Redis away, retrying: {error}", topic=self.topic.name, error=str(e))
-                await deferLater(self.clock, RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)])
+                await deferLater(self.clock, redis_delay(failures))
                 failures += 1
 
     def stopService(self) -> Deferred[None]:

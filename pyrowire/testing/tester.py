@@ -50,7 +50,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
+from twisted.web.resource import Resource, getChildForRequest
 
 from pyrowire.app import App
 from pyrowire.calls import call_user
@@ -215,7 +215,7 @@ class _Pumped(Resource):
 
     def render(self, request: Any) -> Any:
         request.notifyFinish().addBoth(lambda _: self.finished())
-        return self.inner.render(request)
+        return getChildForRequest(self.inner, request).render(request)
 
 
 class AppTester:

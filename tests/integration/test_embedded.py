@@ -84,6 +84,7 @@ async def test_stale_socket_file_is_removed(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
+@pytest.mark.expect_logged_errors  # start-up failures are logged, as they should be
 async def test_folder_in_use_is_refused(tmp_path: Path) -> None:
     """A second embedded server on a folder another one is serving fails with ConfigurationError."""
     first = EmbeddedRedis(reactor, str(tmp_path))
@@ -100,6 +101,7 @@ async def test_folder_in_use_is_refused(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
+@pytest.mark.expect_logged_errors  # start-up failures are logged, as they should be
 async def test_missing_binary_fails_ready(tmp_path: Path) -> None:
     """A binary that does not exist fails ``ready`` with a ConfigurationError naming --redis."""
     server = EmbeddedRedis(reactor, str(tmp_path), binary=str(tmp_path / "no-such-server"))
@@ -112,6 +114,7 @@ async def test_missing_binary_fails_ready(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
+@pytest.mark.expect_logged_errors  # start-up failures are logged, as they should be
 async def test_server_exiting_early_fails_ready_with_its_complaint(tmp_path: Path) -> None:
     """A server that exits at once fails ``ready`` with its exit status and last line of output."""
     fake = tmp_path / "broken-server"
@@ -125,6 +128,7 @@ async def test_server_exiting_early_fails_ready_with_its_complaint(tmp_path: Pat
 
 
 @pytest_twisted.ensureDeferred
+@pytest.mark.expect_logged_errors  # start-up failures are logged, as they should be
 async def test_unexpected_exit_is_logged_as_an_error(tmp_path: Path) -> None:
     """A server killed behind the service's back is reported by one error event."""
     events: list[dict[str, Any]] = []

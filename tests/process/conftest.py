@@ -18,3 +18,6 @@ def deployment(tmp_path: Path, redis_server: RedisServer) -> Iterator[Deployment
         yield d
     finally:
         d.close()
+    errors = d.unexpected_errors()
+    if errors:
+        pytest.fail("the daemons logged errors during the test:\n" + "\n".join(errors), pytrace=False)

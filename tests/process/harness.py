@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,8 @@ TOKEN = "test-auth-token-0123456789"
 START_TIMEOUT = 15.0
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 REPO = Path(__file__).parent.parent.parent
+# a text log line of level error or critical: "<time> error [namespace] ..."
+_ERROR_LINE = re.compile(r"^\S+ (error|critical)\b")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -136,6 +139,14 @@ class PyrowireProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def errors(self) -> list[str]:
+        """The lines of its log at level error or critical (text or JSON format)."""
+        found = []
+        for line in self.output.splitlines():
+            if _ERROR_LINE.match(line) or '"level": "error"' in line or '"level": "critical"' in line:
+                found.append(line)
+        return found
+
     def wait_healthy(self, base: str, timeout: float = START_TIMEOUT) -> None:
         def healthy() -> bool:
             if self.process.poll() is not None:
@@ -179,6 +190,8 @@ class Deployment:
         self.twilio = FakeTwilioProcess(tmp)
         self.redis_url = redis_url
         self.processes: list[PyrowireProcess] = []
+        # what a test that provokes errors in the daemons' logs on purpose allows (see expect_errors)
+        self._expected: list[str] = []
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYROWIRE_", "REDIS_URL", "RUN", "TOPIC"))}
@@ -207,3 +220,12 @@ class Deployment:
         for p in self.processes:
             p.kill()
         self.twilio.stop()
+
+    def expect_errors(self, *fragments: str) -> None:
+        """Allow the daemons' error lines that contain one of ``fragments`` (the test provokes them)."""
+        self._expected.extend(fragments)
+
+    def unexpected_errors(self) -> list[str]:
+        """Error lines the daemons logged that the test did not say it expects."""
+        return [line for p in self.processes for line in p.errors()
+                if not any(fragment in line for fragment in self._expected)]

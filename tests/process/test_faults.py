@@ -25,6 +25,7 @@ def llen(redis: RedisServer, key: str) -> int:
 def test_failing_handler_is_retried_then_dead_lettered_then_requeued(deployment: Deployment,
                                                                     redis_server: RedisServer) -> None:
     """max_attempts 3: three runs, then a dead letter; `pyrowire dead requeue` gets it handled once fixed."""
+    deployment.expect_errors("handler for flaky failed on SMflaky")
     process, base = deployment.twistd("--app", "app")
     process.wait_healthy(base)
     assert send_webhook(base, "flaky", webhook_params("SMflaky", "try me"))[0] == 200

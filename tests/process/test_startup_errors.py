@@ -24,6 +24,7 @@ CASES = [
 @pytest.mark.parametrize(("options", "expected"), CASES, ids=[c[1][:24] for c in CASES])
 def test_bad_start_up_is_one_line(deployment: Deployment, options: list[str], expected: str) -> None:
     """Each wrong option or setting stops start-up with a non-zero status and one line naming it."""
+    deployment.expect_errors("pyrowire: error: ")
     process, _ = deployment.twistd(*options)
     code = process.process.wait(15)
     output = process.output
@@ -36,6 +37,7 @@ def test_bad_start_up_is_one_line(deployment: Deployment, options: list[str], ex
 
 def test_unreachable_redis_names_the_address_without_password(deployment: Deployment) -> None:
     """Redis that does not answer ends start-up with one line naming the address, never the password."""
+    deployment.expect_errors("pyrowire: error: ")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once the socket closes
@@ -50,6 +52,7 @@ def test_unreachable_redis_names_the_address_without_password(deployment: Deploy
 
 def test_listen_port_in_use(deployment: Deployment) -> None:
     """A listen port already taken ends start-up with one line naming --listen."""
+    deployment.expect_errors("pyrowire: error: ")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()

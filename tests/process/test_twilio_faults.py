@@ -68,6 +68,7 @@ def test_hung_send_times_out_and_is_retried(deployment: Deployment) -> None:
 
 def test_invalid_number_is_attempted_once_and_recorded(deployment: Deployment, redis_server) -> None:
     """A 400 with code 21211 is not retried, and the handler's error record in Redis carries 21211."""
+    deployment.expect_errors("handler for echo failed on SMfault400")
     process, base = deployment.twistd("--app", "app")
     process.wait_healthy(base)
     fake_control(deployment, "fail", {"status": 400, "count": 2, "code": 21211,

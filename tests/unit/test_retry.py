@@ -10,7 +10,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from pyrowire.retry import MAX_RETRY_AFTER, RetryPolicy, backoff, retry_after, sleep
+from pyrowire.retry import MAX_RETRY_AFTER, RetryPolicy, backoff, handler_delay, redis_delay, retry_after, sleep
 
 NOW = 1_700_000_000.0
 
@@ -122,3 +122,14 @@ def test_sleep_waits_on_the_clock_and_can_be_cancelled() -> None:
     cancelled.addErrback(results.append)
     assert isinstance(results[0], Failure) and results[0].check(CancelledError)
     assert clock.getDelayedCalls() == []
+
+
+def test_handler_delay_doubles_from_one_second_without_jitter() -> None:
+    """A failed handler is run again after 1, 2, 4 … seconds, capped at a minute."""
+    assert [handler_delay(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert handler_delay(30) == 60.0
+
+
+def test_redis_delay_bridges_a_blip_then_polls_every_five_seconds() -> None:
+    """Reconnect waits start short and settle at 5 s."""
+    assert [redis_delay(n) for n in range(7)] == [0.1, 0.5, 1.0, 2.0, 5.0, 5.0, 5.0]

@@ -263,7 +263,7 @@ def test_display_is_readable() -> None:
 
 
 def test_config_repr_hides_passwords() -> None:
-    """A resolved RunConfig's repr shows no Redis password."""
+    """A resolved ProcessConfig's repr shows no Redis password."""
     c = go({"role": "web", "profile": "prod", "redis": "redis://:opt-pw@h:1/0"}, {"PORT": "1"})
     assert "opt-pw" not in repr(c)
     assert "prod-pw" not in repr(c)

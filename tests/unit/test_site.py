@@ -14,6 +14,7 @@ from twisted.web.server import Request
 
 from pyrowire.site import WebSite
 from pyrowire.webhook import MAX_BODY
+from tests.logged import LoggedErrors
 
 
 class Recorder(Resource):
@@ -206,13 +207,15 @@ def test_max_body_is_configurable(recorder: Recorder) -> None:
     assert c.answer.startswith(b"HTTP/1.1 200 ")
 
 
-def test_errors_show_no_traceback() -> None:
-    """A resource that raises gets a 500 page without the traceback or the exception's text."""
+def test_errors_show_no_traceback(logged_errors: LoggedErrors) -> None:
+    """A resource that raises gets a 500 page without the traceback or the exception's text (it is logged)."""
+    logged = logged_errors.expect()
     c = Connection(WebSite(Boom(), reactor=Clock()))
     c.send(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
     assert c.answer.startswith(b"HTTP/1.1 500 ")
     assert b"Traceback" not in c.answer
     assert b"secret-in-the-traceback" not in c.answer
+    assert [e["log_failure"].type for e in logged] == [RuntimeError]
 
 
 @pytest.mark.parametrize("access_log", [False, True])

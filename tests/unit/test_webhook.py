@@ -14,16 +14,19 @@ from treq.testing import StubTreq
 from twilio.request_validator import RequestValidator
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import formatEvent
 
 import pyrowire
 from pyrowire import twiml
+from pyrowire.metrics import Metrics
 from pyrowire.outbound import Sender
 from pyrowire.runtime import Runtime
 from pyrowire.testing.fake_twilio import FakeTwilio
 from pyrowire.testing.memory import MemoryStore
 from pyrowire.twilio import TwilioClient
-from pyrowire.webhook import Webhook
+from pyrowire.web import root
 from tests.deferreds import result_of
+from tests.logged import LoggedErrors
 
 ACCOUNT = "AC" + "1" * 32
 TOKEN = "webhook-test-auth-token"
@@ -67,14 +70,14 @@ class Response:
 
 
 class Harness:
-    """An App, a MemoryStore, a Clock and the real Webhook resource behind a StubTreq."""
+    """An App, a MemoryStore, a Clock and the real root resource of a web process behind a StubTreq."""
 
     def __init__(self, topics_: dict[str, Any] | None = None, public_url: str | None = None) -> None:
         self.clock = Clock()
         self.store = MemoryStore(self.clock)
         self.app = pyrowire.App({"TOPICS": topics_ or topics(), "PROFILES": PROFILES})
-        self.webhook = Webhook(self.app, self.store, self.clock, public_url)
-        self.stub: Any = StubTreq(self.webhook.resource())
+        # the root a listening process serves: the webhook's leaf under /queue/, Klein for the rest
+        self.stub: Any = StubTreq(root(self.app, self.store, self.clock, Metrics(self.app.topics), public_url))
 
     def send(
         self, method: str, url: str, data: Any = None, headers: dict[str, Any] | None = None
@@ -281,15 +284,18 @@ def test_duplicate_of_an_invalid_message_answers_the_validator_again(h: Harness)
 # --- Redis down ------------------------------------------------------------------
 
 
-def test_store_down_answers_the_error_response(h: Harness) -> None:
-    """When Redis is unreachable the webhook answers 200 with the topic's error_response TwiML."""
+def test_store_down_answers_the_error_response(h: Harness, logged_errors: LoggedErrors) -> None:
+    """When Redis is unreachable the webhook answers 200 with the topic's error_response TwiML, and logs it once."""
+    logged = logged_errors.expect()
     h.store.down = True
     r = h.post("echo", sms())
     assert (r.code, r.body) == (200, twiml.response(ERROR))
     assert r.content_type.startswith(b"text/xml")
+    assert h.post("echo", sms(sid="SM2")).body == twiml.response(ERROR)
     h.store.down = False
     assert h.post("echo", sms()).body == twiml.response(ACCEPT)
     assert len(h.queued()) == 1
+    assert [formatEvent(e).split(":")[0] for e in logged] == ["Redis unavailable, answering error_response"]
 
 
 # --- refusals ----------------------------------------------------------------------
@@ -480,3 +486,26 @@ def test_health_is_503_when_the_store_is_down(h: Harness) -> None:
     r = h.request("GET", "http://example.com/health")
     assert r.code == 503
     assert json.loads(r.body)["status"] != "ok"
+
+
+def test_a_process_that_does_not_serve_the_webhook_answers_404_under_queue() -> None:
+    """A worker listening for its health serves /health but no topic under /queue/."""
+    clock = Clock()
+    store = MemoryStore(clock)
+    stub: Any = StubTreq(root(None, store, clock, Metrics({})))
+    d = stub.request("POST", "http://example.com/queue/echo", data=urlencode(sms()).encode(), headers=FORM)
+    stub.flush()
+    assert result_of(d).code == 404
+    d = stub.get("http://example.com/health")
+    stub.flush()
+    assert result_of(d).code == 200
+    assert result_of(Deferred.fromCoroutine(store.llen(store.keys("echo").queue))) == 0
+
+
+def test_unknown_paths_are_404_and_a_bare_queue_is_404() -> None:
+    """Paths outside the webhook and the operational endpoints, and /queue/ with no topic, are 404."""
+    h = Harness()
+    assert h.request("GET", "http://example.com/nothing-here").code == 404
+    assert h.request("GET", "http://example.com/").code == 404
+    assert h.request("POST", "http://example.com/queue/", b"", {}).code == 404
+    assert h.request("POST", "http://example.com/queue/echo/extra", urlencode(sms()).encode()).code == 404

@@ -143,7 +143,7 @@ def test_queued_message_is_handled_and_recorded_complete(make: Callable[[pyrowir
     assert record["received_at"] == record["started_at"] == 100
     assert h.length(h.keys.inflight("me:1:cafe")) == 0
     assert h.length(h.keys.queue) == 0
-    assert h.runtime.exchanges == {}
+    assert h.runtime.outbound.exchanges == {}
 
 
 def test_plain_value_handler_result_is_recorded() -> None:
@@ -180,7 +180,8 @@ def test_messages_are_handled_in_order_one_at_a_time() -> None:
     assert [r["message"]["sid"] for r in reversed(h.records("complete"))] == seen
 
 
-@pytest.mark.parametrize("style", ["plain", "deferred", "async"])
+@pytest.mark.expect_logged_errors  # the handler's failure is logged, as it should be
+@pytest.mark.parametrize("style", ["plain", "deferred", "async"])  # the handler's failure is logged, as it should be
 def test_raising_handler_is_recorded_in_errors_with_traceback(style: str) -> None:
     """A handler that raises (or fails its Deferred) is recorded in errors with its traceback."""
     h = Harness()
@@ -207,6 +208,7 @@ def test_raising_handler_is_recorded_in_errors_with_traceback(style: str) -> Non
     assert h.length(h.keys.inflight("me:1:cafe")) == 0
 
 
+@pytest.mark.expect_logged_errors  # the handler's failure is logged, as it should be
 def test_failed_message_goes_to_dead_letters_after_max_attempts() -> None:
     """With max_attempts 1, a message whose handler raised is in the topic's dead-letter list."""
     h = Harness(max_attempts=1)
@@ -219,6 +221,7 @@ def test_failed_message_goes_to_dead_letters_after_max_attempts() -> None:
     assert h.length(h.keys.dead) == 1
 
 
+@pytest.mark.expect_logged_errors  # the handler's failure is logged, as it should be
 def test_handler_failing_to_send_is_recorded_as_error() -> None:
     """A handler whose reply cannot be sent (no service running) is an error, not a lost message."""
     h = Harness()
@@ -374,6 +377,7 @@ def test_finish_is_retried_when_redis_is_briefly_down() -> None:
     assert h.length(h.keys.inflight("me:1:cafe")) == 0
 
 
+@pytest.mark.expect_logged_errors  # the handler's failure is logged, as it should be
 def test_retries_up_to_max_attempts_with_backoff_then_dead_letter() -> None:
     """With max_attempts 3, the handler runs three times, backing off between runs, then the message is dead."""
     h = Harness(max_attempts=3)
@@ -400,6 +404,7 @@ def test_retries_up_to_max_attempts_with_backoff_then_dead_letter() -> None:
     assert len(runs) == 4  # a requeued dead letter starts again from attempt 1
 
 
+@pytest.mark.expect_logged_errors  # the handler's failure is logged, as it should be
 def test_a_rerun_does_not_send_again_what_an_earlier_run_sent() -> None:
     """A handler that sent its reply and then failed re-runs without sending that reply a second time."""
     h = Harness(max_attempts=2)
