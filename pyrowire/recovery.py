@@ -1,12 +1,12 @@
 """Heartbeats, and putting back the in-flight messages of workers that died.
 
-Every worker process refreshes ``alive:<worker>`` (expiring after
-HEARTBEAT_TTL) for each topic it serves. Every BEAT_SECONDS each
-worker process looks at the topic's registered workers; one whose heartbeat
-has expired was killed, and its in-flight messages go back to the front of
-the queue (one Lua script, so two recovering processes cannot both move
-them). A SIGKILLed worker's messages are thus handled again within
-HEARTBEAT_TTL + BEAT_SECONDS.
+Every worker process refreshes ``alive:<worker>`` (expiring after its
+heartbeat TTL, HEARTBEAT_TTL unless told otherwise) for each topic it serves.
+Three times per TTL each worker process beats and looks at the topic's
+registered workers; one whose heartbeat has expired was killed, and its
+in-flight messages go back to the front of the queue (one Lua script, so two
+recovering processes cannot both move them). A SIGKILLed worker's messages are
+thus handled again within 4/3 of the TTL (20 s by default).
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ if TYPE_CHECKING:
     from pyrowire.runtime import Runtime
     from pyrowire.worker import TopicWorker
 
-BEAT_SECONDS = 5.0
+
+
+def beat_interval(heartbeat_ttl: int) -> float:
+    """How often a worker beats and looks for dead workers: three times per heartbeat TTL."""
+    return heartbeat_ttl / 3
 
 
 class Supervisor(Service):
@@ -35,26 +39,29 @@ class Supervisor(Service):
     log = Logger()
     name = "supervisor"
 
-    def __init__(self, runtime: Runtime, topics: Sequence[str], workers: Sequence[TopicWorker]) -> None:
+    def __init__(self, runtime: Runtime, topics: Sequence[str], workers: Sequence[TopicWorker],
+                 heartbeat_ttl: int = HEARTBEAT_TTL) -> None:
         self.runtime = runtime
         self.topics = tuple(topics)
         self.workers = workers
+        self.heartbeat_ttl = heartbeat_ttl
+        self.interval = beat_interval(heartbeat_ttl)
         self._beat = LoopingCall(self._tick)
         self._beat.clock = runtime.clock
 
     def first_beat(self) -> Deferred[None]:
         """Register this worker before it takes any message."""
         return Deferred.fromCoroutine(self.runtime.store.heartbeat(self.topics, self.runtime.worker_id,
-                                                                  HEARTBEAT_TTL))
+                                                                  self.heartbeat_ttl))
 
     def startService(self) -> None:
         super().startService()
-        self._beat.start(BEAT_SECONDS, now=False)
+        self._beat.start(self.interval, now=False)
 
     async def _beat_and_recover(self) -> None:
         store = self.runtime.store
         try:
-            await store.heartbeat(self.topics, self.runtime.worker_id, HEARTBEAT_TTL)
+            await store.heartbeat(self.topics, self.runtime.worker_id, self.heartbeat_ttl)
             await self.recover()
         except RedisUnavailable as e:
             self.log.warn("heartbeat failed: {error}", error=str(e))

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pyrowire.errors import ConfigurationError
+from pyrowire.keys import HEARTBEAT_TTL
 from pyrowire.settings import Profile, Settings
 
 ROLES = ("all", "web", "worker")
@@ -102,6 +103,9 @@ class ProcessConfig:
     redis: RedisAddress
     concurrency: int
     grace: float
+    # how long a worker counts as alive after a heartbeat; it beats, and looks for dead workers,
+    # three times as often (PYROWIRE_HEARTBEAT_TTL, for tests and impatient deployments)
+    heartbeat_ttl: int = HEARTBEAT_TTL
 
 
 def _first(*values: Any) -> Any:
@@ -217,4 +221,6 @@ def resolve(
         redis=_redis(options, environ, profile),
         concurrency=_number(_first(options.get("concurrency"), DEFAULT_CONCURRENCY), "--concurrency", int, 1),
         grace=_number(_first(options.get("grace"), DEFAULT_GRACE), "--grace", float, 0),
+        heartbeat_ttl=_number(_first(environ.get("PYROWIRE_HEARTBEAT_TTL"), HEARTBEAT_TTL),
+                              "PYROWIRE_HEARTBEAT_TTL", int, 1),
     )

@@ -149,7 +149,7 @@ class PyrowireService(MultiService):
                         config.grace)
             for name in config.topics
         ]
-        self.supervisor = Supervisor(runtime, config.topics, self.workers)
+        self.supervisor = Supervisor(runtime, config.topics, self.workers, config.heartbeat_ttl)
         await self.supervisor.first_beat()
         self.supervisor.startService()
         for worker in self.workers:

@@ -25,9 +25,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-import fakeredis
-import redis.exceptions
-from fakeredis._core import Database
+try:
+    import fakeredis
+    import redis.exceptions
+    from fakeredis._core import Database
+except ImportError as e:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        "pyrowire.testing needs fakeredis with Lua: install pyrowire's 'testing' extra, "
+        "or pip install 'fakeredis[lua]'"
+    ) from e
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 

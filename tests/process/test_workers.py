@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import time
 from pathlib import Path
 
 from tests.conftest import redis_command
@@ -14,10 +14,16 @@ from tests.redis_server import RedisServer
 
 def test_sigkilled_worker_message_is_handled_by_the_next(deployment: Deployment,
                                                         redis_server: RedisServer) -> None:
-    """A worker SIGKILLed mid-handler loses nothing: a worker started after it handles the message."""
+    """A worker SIGKILLed mid-handler loses nothing: a worker started after it handles the message.
+
+    The heartbeat TTL is 2 s here (PYROWIRE_HEARTBEAT_TTL) instead of 15, so recovery comes
+    within about 3 s; that the default recovers within SPEC's 30 s is pinned on a Clock
+    (tests/unit/test_worker.py).
+    """
+    quick = deployment.env(PYROWIRE_HEARTBEAT_TTL="2")
     web, base = deployment.twistd("--app", "app", "--role", "web")
     web.wait_healthy(base)
-    first, _ = deployment.twistd("--app", "app", "--role", "worker", "--topic", "once")
+    first, _ = deployment.twistd("--app", "app", "--role", "worker", "--topic", "once", env=quick)
     first.wait_log("serving once")
     assert send_webhook(base, "once", webhook_params("SMkill1", "survive"))[0] == 200
     marker = deployment.dir / "markers" / "SMkill1"
@@ -26,31 +32,41 @@ def test_sigkilled_worker_message_is_handled_by_the_next(deployment: Deployment,
     first.process.wait(10)
     inflight = redis_command(redis_server.port, "KEYS", "pyrowire:{once}:inflight:*")
     assert b"inflight" in inflight  # the message is still held by the dead worker
-    killed_at = time.monotonic()
-    second, _ = deployment.twistd("--app", "app", "--role", "worker", "--topic", "once")
-    replies = deployment.twilio.wait_messages(1, timeout=35)
+    second, _ = deployment.twistd("--app", "app", "--role", "worker", "--topic", "once", env=quick)
+    replies = deployment.twilio.wait_messages(1, timeout=15)
     assert replies[0]["body"] == "finally survive"
-    assert time.monotonic() - killed_at < 30
     assert "put back 1 once messages of dead worker" in second.output
     assert second.terminate() == 0
     web.terminate()
 
 
-def test_concurrency_20_runs_slow_handlers_at_once(deployment: Deployment) -> None:
-    """With --concurrency 20, 40 messages whose handler waits 200 ms are all replied to in under 2.5 s."""
+def _most_at_once(records: list[dict[str, float]]) -> int:
+    """The largest number of handler runs that were going on at the same moment."""
+    edges = sorted([(r["started_at"], 1) for r in records] + [(r["finished_at"], -1) for r in records])
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_concurrency_20_runs_slow_handlers_at_once(deployment: Deployment, redis_server: RedisServer) -> None:
+    """With --concurrency 20, 40 messages whose handler waits 200 ms are handled up to 20 at a time.
+
+    How fast that is belongs to the benchmarks (bench/drain.py), not to a timed test.
+    """
     web, base = deployment.twistd("--app", "app", "--role", "web")
     web.wait_healthy(base)
     for i in range(40):
         assert send_webhook(base, "slow", webhook_params(f"SMslow{i}", f"n{i}"))[0] == 200
-    started = time.monotonic()
     worker, _ = deployment.twistd("--app", "app", "--role", "worker", "--topic", "slow", "--concurrency", "20")
     worker.wait_log("serving slow", timeout=10)
-    ready = time.monotonic()
-    deployment.twilio.wait_messages(40, timeout=10)
-    finished = time.monotonic()
-    assert finished - ready < 2.5, f"40 messages took {finished - ready:.2f}s after start-up"
-    assert finished - started < 10
+    deployment.twilio.wait_messages(40, timeout=20)
     assert worker.terminate() == 0
+    raw = redis_command(redis_server.port, "LRANGE", "pyrowire:{slow}:complete", "0", "-1")
+    records = [json.loads(line) for line in raw.split(b"\r\n") if line.startswith(b"{")]
+    assert len(records) == 40
+    assert 10 <= _most_at_once(records) <= 20
     web.terminate()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from pyrowire.errors import ConfigurationError
+from pyrowire.keys import HEARTBEAT_TTL
 from pyrowire.runconfig import DEFAULT_CONCURRENCY, DEFAULT_GRACE, RedisAddress, parse_redis_url, resolve
 from pyrowire.settings import Settings, load_settings
 
@@ -174,6 +175,20 @@ def test_numbers_are_converted() -> None:
     """--concurrency and --grace given as strings are converted."""
     c = go({"topics": ["echo"], "concurrency": "32", "grace": "2.5"})
     assert (c.concurrency, c.grace) == (32, 2.5)
+
+
+def test_heartbeat_ttl_defaults_to_fifteen_seconds_and_is_read_from_the_environment() -> None:
+    """PYROWIRE_HEARTBEAT_TTL sets how long a worker counts as alive; without it, HEARTBEAT_TTL."""
+    assert go({"topics": ["echo"]}).heartbeat_ttl == HEARTBEAT_TTL == 15
+    assert go({"topics": ["echo"]}, {"PYROWIRE_HEARTBEAT_TTL": "2"}).heartbeat_ttl == 2
+
+
+@pytest.mark.parametrize("value", ["0", "soon", "1.5"])
+def test_a_bad_heartbeat_ttl_is_refused_naming_the_variable(value: str) -> None:
+    """A heartbeat TTL that is not a whole number of seconds, at least 1, stops start-up naming the variable."""
+    with pytest.raises(ConfigurationError) as caught:
+        go({"topics": ["echo"]}, {"PYROWIRE_HEARTBEAT_TTL": value})
+    assert caught.value.option == "PYROWIRE_HEARTBEAT_TTL"
 
 
 # --- TWILIO_API_BASE -------------------------------------------------------------------

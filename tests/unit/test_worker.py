@@ -15,7 +15,7 @@ from twisted.internet.task import Clock, deferLater
 import pyrowire
 from pyrowire.keys import HEARTBEAT_TTL
 from pyrowire.outbound import Sender
-from pyrowire.recovery import BEAT_SECONDS, Supervisor
+from pyrowire.recovery import Supervisor, beat_interval
 from pyrowire.runtime import Runtime
 from pyrowire.testing.fake_twilio import FakeTwilio
 from pyrowire.testing.memory import MemoryStore
@@ -23,6 +23,7 @@ from pyrowire.twilio import TwilioClient
 from pyrowire.worker import POP_TIMEOUT, TopicWorker
 from tests.deferreds import result_of
 
+BEAT_SECONDS = beat_interval(HEARTBEAT_TTL)
 DEAD = "dead-host:99:deadbeef"
 
 
