@@ -119,7 +119,7 @@ class App:
         ``message_data=`` and ``data=`` are the 2014 pyrowire's names for ``message``.
         """
         message = _message(message, message_data, data)
-        return Deferred.fromCoroutine(self._send(message, message[key], ()))
+        return self._track(message, Deferred.fromCoroutine(self._send(message, message[key], ())))
 
     def mms(self, message: Mapping[str, Any] | None = None, media_url: str | Sequence[str] = (),
             include_text: bool = False, text_key: str = "reply", *, message_data: Mapping[str, Any] | None = None,
@@ -130,11 +130,17 @@ class App:
             raise TypeError("mms() needs media_url")
         urls = [media_url] if isinstance(media_url, str) else list(media_url)
         body = message[text_key] if include_text else None
-        return Deferred.fromCoroutine(self._send(message, body, urls))
+        return self._track(message, Deferred.fromCoroutine(self._send(message, body, urls)))
 
     async def _send(self, message: Mapping[str, Any], body: str | None, media_urls: Sequence[str]) -> str:
         runtime = self._running()
         return await runtime.outbound.reply(self._topic(message["topic"]), message, body, media_urls)
+
+    def _track(self, message: Mapping[str, Any], d: Deferred[str]) -> Deferred[str]:
+        """The handler running for ``message`` waits for this send before its exchange is recorded."""
+        if self.runtime is not None:
+            self.runtime.outbound.track(message, d)
+        return d
 
     def _running(self) -> Runtime:
         if self.runtime is None:

@@ -1,9 +1,9 @@
-"""What is queued for one inbound message: the message, when it was accepted, runs interrupted.
+"""What is queued for one inbound message: the message and when it was accepted.
 
 A payload is JSON text written once by the webhook and compared byte for byte by the
-``FINISH`` script (``LREM``), so nothing re-encodes it on the way. Recovery records an
-interrupted run by writing ``{"attempts": N, `` at its head (:data:`pyrowire.scripts.RECLAIM`,
-plain string operations, no cjson); re-queueing a dead letter removes that head again.
+scripts (``LREM``), so nothing re-encodes it on its way from the queue to its record:
+the scripts read it (its sid, its sender) and never write it back changed. How many
+runs of it were started is kept beside it in Redis (``runs``), not inside it.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ class Envelope:
 
     message: dict[str, Any]
     received_at: float | None
-    interrupted: int  # runs of it that a dead worker started and never finished
 
 
 def encode(message: dict[str, Any], received_at: float) -> str:
-    """The payload queued for ``message``. Its text starts with ``{"message": ``, never with attempts."""
+    """The payload queued for ``message``."""
     return json.dumps({"message": message, "received_at": received_at})
 
 
@@ -33,5 +32,6 @@ def decode(payload: str) -> Envelope:
     if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
         raise ValueError("not a pyrowire envelope")
     received_at = data.get("received_at")
-    return Envelope(data["message"], None if received_at is None else float(received_at),
-                    int(data.get("attempts") or 0))
+    if received_at is not None and not isinstance(received_at, (int, float)):
+        raise ValueError("not a pyrowire envelope: received_at is not a number")
+    return Envelope(data["message"], None if received_at is None else float(received_at))

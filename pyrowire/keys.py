@@ -78,6 +78,29 @@ class TopicKeys:
         return f"{self.base}:sent:{sid}"
 
     @property
+    def active(self) -> str:
+        """Set of the conversations (sender numbers) with a message queued, in flight or scheduled."""
+        return f"{self.base}:active"
+
+    def conversation(self, number: str) -> str:
+        """List of one conversation's messages waiting behind the one that is active, newest first."""
+        return f"{self.base}:conv:{number}"
+
+    @property
+    def runs(self) -> str:
+        """Hash of inbound MessageSid -> how many runs of its handler were started, counted before each."""
+        return f"{self.base}:runs"
+
+    @property
+    def schedule(self) -> str:
+        """Sorted set of messages waiting to be tried again, scored by when they are due."""
+        return f"{self.base}:schedule"
+
+    def session(self, number: str) -> str:
+        """One conversation's session, as JSON, expiring session_ttl after its last change."""
+        return f"{self.base}:session:{number}"
+
+    @property
     def outbox(self) -> str:
         """List of sandbox outbound messages, newest first, capped at the topic's retention."""
         return f"{self.base}:outbox"

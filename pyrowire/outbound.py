@@ -17,9 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pyrowire import logs
 from pyrowire.metrics import Metrics
@@ -103,6 +104,26 @@ class Exchange:
     # sends not yet recorded in Redis, and the call that records them on the next reactor turn
     unsaved: dict[int, str] = field(default_factory=dict)
     saving: IDelayedCall | None = None
+    # the Deferreds app.sms/app.mms gave the handler, awaited or not
+    pending: list[Deferred[Any]] = field(default_factory=list)
+
+    async def settle_sends(self) -> Failure | None:
+        """Wait for every send the handler started; the first failure nobody consumed (now consumed here).
+
+        A send the handler awaited (or returned, or handled) is its own business; one it left
+        behind, in the 2014 style ``app.sms(message); return message``, is accounted for here.
+        """
+        pending, self.pending = self.pending, []
+        waiting = [d for d in pending if not d.called]
+        if waiting:
+            await DeferredList([_observe(d) for d in waiting], consumeErrors=True)
+        first: Failure | None = None
+        for d in pending:
+            result = getattr(d, "result", None)
+            if isinstance(result, Failure):
+                d.addErrback(lambda _: None)
+                first = first or result
+        return first
 
     def settle(self) -> None:
         """The message is finishing (its record drops the send records): nothing left to record."""
@@ -110,6 +131,18 @@ class Exchange:
             self.saving.cancel()
         self.saving = None
         self.unsaved.clear()
+
+
+def _observe(d: Deferred[Any]) -> Deferred[None]:
+    """Fires when ``d`` does, leaving ``d``'s result as it was."""
+    observer: Deferred[None] = Deferred()
+
+    def fired(result: object) -> object:
+        observer.callback(None)
+        return result
+
+    d.addBoth(fired)
+    return observer
 
 
 class Outbound:
@@ -131,6 +164,14 @@ class Outbound:
 
     def end(self, sid: str) -> None:
         self.exchanges.pop(sid, None)
+
+    def track(self, message: Mapping[str, Any], d: Deferred[Any]) -> Deferred[Any]:
+        """Note a send the handler of ``message`` started, so its exchange waits for it; returns ``d``."""
+        inbound = message.get("sid")
+        exchange = self.exchanges.get(inbound) if inbound is not None else None
+        if exchange is not None:
+            exchange.pending.append(d)
+        return d
 
     async def reply(self, topic: Topic, message: Mapping[str, Any], body: str | None,
                     media_urls: Sequence[str]) -> str:

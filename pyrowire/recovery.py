@@ -7,6 +7,11 @@ registered workers; one whose heartbeat has expired was killed, and its
 in-flight messages go back to the front of the queue (one Lua script, so two
 recovering processes cannot both move them). A SIGKILLed worker's messages are
 thus handled again within 4/3 of the TTL (20 s by default).
+
+The supervisor also moves failed messages whose retry is due from the topic's schedule
+back to the queue (every DUE_SECONDS, any worker process may), and sweeps its own
+in-flight list: a message there that no loop of this process holds (its pop's answer
+was lost with a connection) is put back once two beats in a row have seen it so.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ if TYPE_CHECKING:
 
 
 
+DUE_SECONDS = 1.0
+
+
 def beat_interval(heartbeat_ttl: int) -> float:
     """How often a worker beats and looks for dead workers: three times per heartbeat TTL."""
     return heartbeat_ttl / 3
@@ -46,6 +54,10 @@ class Supervisor(Service):
         self.workers = workers
         self.heartbeat_ttl = heartbeat_ttl
         self.interval = beat_interval(heartbeat_ttl)
+        self._due = LoopingCall(self._due_tick)
+        self._due.clock = runtime.clock
+        # per topic, the in-flight payloads the last sweep found held by no loop
+        self._suspects: dict[str, set[str]] = {}
         self._beat = LoopingCall(self._tick)
         self._beat.clock = runtime.clock
 
@@ -57,12 +69,14 @@ class Supervisor(Service):
     def startService(self) -> None:
         super().startService()
         self._beat.start(self.interval, now=False)
+        self._due.start(DUE_SECONDS, now=False)
 
     async def _beat_and_recover(self) -> None:
         store = self.runtime.store
         try:
             await store.heartbeat(self.topics, self.runtime.worker_id, self.heartbeat_ttl)
             await self.recover()
+            await self.sweep()
         except RedisUnavailable as e:
             self.log.warn("heartbeat failed: {error}", error=str(e))
         except Exception:
@@ -70,6 +84,46 @@ class Supervisor(Service):
 
     def _tick(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._beat_and_recover())
+
+    def _due_tick(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._move_due())
+
+    async def _move_due(self) -> None:
+        try:
+            await self.due()
+        except RedisUnavailable:
+            pass  # the beat says so, once
+        except Exception:
+            self.log.failure("moving due retries failed")
+
+    async def due(self) -> int:
+        """Put back every served topic's failed messages whose retry is due; how many."""
+        store = self.runtime.store
+        now = self.runtime.clock.seconds()
+        moved = 0
+        for topic in self.topics:
+            moved += await store.due(topic, now)
+        return moved
+
+    async def sweep(self) -> int:
+        """Put back this process's in-flight messages that no loop has held for two beats in a row."""
+        store = self.runtime.store
+        me = self.runtime.worker_id
+        moved = 0
+        for worker in self.workers:
+            if not worker.running:
+                continue
+            topic = worker.topic.name
+            unheld = set(await store.lrange(store.keys(topic).inflight(me))) - worker.held
+            orphans = unheld & self._suspects.get(topic, set())
+            self._suspects[topic] = unheld - orphans
+            if orphans:
+                n = await store.sweep(topic, me, sorted(orphans))
+                if n:
+                    self.log.warn("put back {n} {topic} messages in flight here that no handler held",
+                                  n=n, topic=topic)
+                    moved += n
+        return moved
 
     async def recover(self) -> int:
         """Put back the messages of every registered worker whose heartbeat expired."""
@@ -93,6 +147,8 @@ class Supervisor(Service):
     async def _stop(self) -> None:
         if self._beat.running:
             self._beat.stop()
+        if self._due.running:
+            self._due.stop()
         busy = {w.topic.name for w in self.workers if w.busy}
         for topic in self.topics:
             if topic in busy:

@@ -7,6 +7,7 @@ nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import txredisapi
@@ -47,10 +48,23 @@ def _unavailable(failure: Failure) -> Failure:
     return failure
 
 
+async def _run(connection: Any, address: RedisAddress, command: Sequence[Any]) -> Any:
+    """One command on a txredisapi connection or pool, its failures as pyrowire's errors."""
+    try:
+        return await connection.execute_command(*command)
+    except (txredisapi.ConnectionError, txredisapi.TimeoutError) as e:
+        raise RedisUnavailable(f"Redis at {address.display()}: {e}") from None
+    except txredisapi.ResponseError as e:
+        if str(e).startswith("NOSCRIPT"):
+            raise ScriptMissing(str(e)) from None
+        raise RedisReplyError(f"Redis at {address.display()} answered {command[0]}: {e}") from None
+
+
 class RedisPopper:
-    """One connection that only does blocking pops (BLMOVE)."""
+    """A worker loop's own connection: its blocking pops (BLMOVE), and the scripts that take work."""
 
     def __init__(self, address: RedisAddress) -> None:
+        self.address = address
         self._conn = _connect(address, 1, None)
 
     @property
@@ -62,6 +76,9 @@ class RedisPopper:
             "BLMOVE", keys.queue, keys.inflight(worker), "RIGHT", "LEFT", timeout
         )
         return d.addErrback(_unavailable)
+
+    def execute(self, *command: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(_run(self._conn, self.address, command))
 
     def close(self) -> Deferred[None]:
         d: Deferred[None] = self._conn.disconnect()
@@ -128,11 +145,4 @@ class RedisStore(Store):
             await self._until_first_connection()  # e.g. an app.resource() mounted a moment ago
         if not self.connected:
             raise RedisUnavailable(f"not connected to Redis at {self.address.display()}")
-        try:
-            return await self._pool.execute_command(*command)
-        except (txredisapi.ConnectionError, txredisapi.TimeoutError) as e:
-            raise RedisUnavailable(f"Redis at {self.address.display()}: {e}") from None
-        except txredisapi.ResponseError as e:
-            if str(e).startswith("NOSCRIPT"):
-                raise ScriptMissing(str(e)) from None
-            raise RedisReplyError(f"Redis at {self.address.display()} answered {command[0]}: {e}") from None
+        return await _run(self._pool, self.address, command)

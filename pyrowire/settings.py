@@ -17,6 +17,7 @@ from pyrowire.errors import ConfigurationError
 DEFAULT_API_BASE = "https://api.twilio.com"
 MAX_MESSAGE_LENGTH = 1600
 DEFAULT_RETENTION = 10_000
+DEFAULT_SESSION_TTL = 24 * 60 * 60
 DEFAULT_ACCEPT = "Great, we'll get right back to you."
 DEFAULT_ERROR = "It seems like an error has occurred...please try again later."
 
@@ -50,6 +51,9 @@ class Topic:
     status_callback: str | None = None
     max_attempts: int = 1
     retention: int = DEFAULT_RETENTION
+    # one sender's messages one at a time, in the order accepted (SPEC section 8)
+    ordered: bool = True
+    session_ttl: int = DEFAULT_SESSION_TTL
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,9 @@ def _topic(name: str, raw: Any) -> Topic:
     retention = _get(raw, "retention", path, int, DEFAULT_RETENTION)
     if retention < 1:
         raise ConfigurationError(f"{path}.retention", "must be at least 1")
+    session_ttl = _get(raw, "session_ttl", path, int, DEFAULT_SESSION_TTL)
+    if session_ttl < 1:
+        raise ConfigurationError(f"{path}.session_ttl", "must be at least 1 (seconds)")
     return Topic(
         name=name,
         twilio=twilio,
@@ -170,6 +177,8 @@ def _topic(name: str, raw: Any) -> Topic:
         status_callback=_get(raw, "status_callback", path, str, None),
         max_attempts=max_attempts,
         retention=retention,
+        ordered=bool(_get(raw, "ordered", path, bool, True)),
+        session_ttl=session_ttl,
     )
 
 

@@ -11,7 +11,8 @@ in-process. Importing this module imports neither.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -19,6 +20,9 @@ from twisted.internet.defer import Deferred
 from pyrowire import scripts
 from pyrowire.keys import DEDUPE_SECONDS, HEARTBEAT_TTL, TopicKeys, topic_keys
 from pyrowire.scripts import Script
+
+# dead letters moved back per script run by requeue_dead
+REQUEUE_BATCH = 100
 
 
 class ScriptMissing(Exception):
@@ -38,7 +42,28 @@ class Popper(Protocol):
         """
         ...
 
+    def execute(self, *command: Any) -> Awaitable[Any]:
+        """Run one non-blocking command on this connection (as Store._execute does on the pool)."""
+        ...
+
     def close(self) -> Deferred[None]: ...
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A message moved into a worker's in-flight list and begun: its run counted, its session read."""
+
+    payload: str
+    runs: int  # runs of it started so far, this one included
+    session: str | None  # the conversation's stored session (JSON), if any
+
+
+@dataclass(frozen=True)
+class SessionChange:
+    """What FINISH does to the conversation's session: store ``value`` (JSON) or, when None, delete it."""
+
+    value: str | None
+    ttl: int
 
 
 def _pairs(reply: Any) -> dict[str, str]:
@@ -81,34 +106,100 @@ class Store(ABC):
 
     # --- built on it -----------------------------------------------------------
 
-    async def _script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """EVALSHA by the script's digest; EVAL (which also loads it) when Redis does not hold it."""
+    async def _script(self, script: Script, keys: Sequence[str], args: Sequence[Any],
+                      execute: Callable[..., Awaitable[Any]] | None = None) -> Any:
+        """EVALSHA by the script's digest; EVAL (which also loads it) when Redis does not hold it.
+
+        ``execute`` runs it on another connection (a popper's) instead of the store's own.
+        """
+        run = execute or self._execute
         try:
-            return await self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await run("EVALSHA", script.sha, len(keys), *keys, *args)
         except ScriptMissing:
-            return await self._execute("EVAL", script.source, len(keys), *keys, *args)
+            return await run("EVAL", script.source, len(keys), *keys, *args)
 
     async def ping(self) -> bool:
         return str(await self._execute("PING")) == "PONG"
 
-    async def accept(self, topic: str, sid: str, answer: str, payload: str | None) -> str | None:
-        """Remember ``answer`` for ``sid`` and queue ``payload``, or return the earlier answer."""
-        k = self.keys(topic)
-        prior = await self._script(scripts.ACCEPT, (k.seen(sid), k.queue), (answer, DEDUPE_SECONDS, payload or ""))
-        return None if prior is None else str(prior)
+    async def accept(self, topic: str, sid: str, answer: str, payload: str | None,
+                     conversation: str | None = None) -> str | None:
+        """Remember ``answer`` for ``sid`` and queue ``payload``, or return the earlier answer.
 
-    async def finish(self, topic: str, worker: str, payload: str, sid: str, record: str, kind: str,
-                     retention: int, dead: bool = False) -> None:
-        """Drop ``payload`` from the worker's in-flight list and record it under ``kind`` (complete or errors).
-
-        With ``dead``, the message also goes to the topic's dead-letter list.
+        With ``conversation`` (the sender, in an ordered topic) the message waits behind the
+        conversation's message that is queued, in flight or scheduled, if there is one.
         """
         k = self.keys(topic)
-        await self._script(
+        number = conversation or ""
+        prior = await self._script(scripts.ACCEPT, (k.seen(sid), k.queue, k.active, k.conversation(number)),
+                                   (answer, DEDUPE_SECONDS, payload or "", number))
+        return None if prior is None else str(prior)
+
+    async def take(self, popper: Popper, topic: str, worker: str) -> Taken | None:
+        """Move the oldest ready message into the worker's in-flight list and begin it; None if none is ready.
+
+        Runs on the popper's connection, so a worker loop needs no other to take work.
+        """
+        k = self.keys(topic)
+        reply = await self._script(scripts.TAKE, (k.queue, k.inflight(worker), k.runs), (k.session(""),),
+                                   popper.execute)
+        if reply is None:
+            return None
+        payload, runs, session = reply
+        return Taken(str(payload), int(runs), None if session is None else str(session))
+
+    async def begin(self, popper: Popper, topic: str, payload: str) -> Taken:
+        """Begin a message a blocking pop moved in flight: count its run, read its session."""
+        k = self.keys(topic)
+        runs, session = await self._script(scripts.BEGIN, (k.runs,), (k.session(""), payload), popper.execute)
+        return Taken(payload, int(runs), None if session is None else str(session))
+
+    async def finish(self, topic: str, worker: str, payload: str, sid: str, record: str, kind: str,
+                     retention: int, dead: bool = False, conversation: str | None = None,
+                     session: SessionChange | None = None) -> bool:
+        """Drop ``payload`` from the worker's in-flight list and record it under ``kind`` (complete or errors).
+
+        With ``dead`` the message also goes to the dead letters; ``session`` changes the
+        conversation's session; the conversation (if ordered) gets its next message. False when
+        the payload was no longer in flight here (recorded, nothing else done).
+        """
+        k = self.keys(topic)
+        number = conversation or ""
+        change, value, ttl = "", "", 0
+        if session is not None:
+            change, value, ttl = ("set", session.value, session.ttl) if session.value is not None else ("del", "", 0)
+        held = await self._script(
             scripts.FINISH,
-            (k.inflight(worker), getattr(k, kind), k.sent(sid), k.dead),
-            (payload, record, retention, "1" if dead else ""),
+            (k.inflight(worker), getattr(k, kind), k.sent(sid), k.dead, k.runs, k.active, k.conversation(number),
+             k.queue, k.session(number)),
+            (payload, record, retention, "1" if dead else "", sid, number, change, value, ttl),
         )
+        return bool(int(held))
+
+    async def retry(self, topic: str, worker: str, payload: str, record: str, retention: int, due: float) -> None:
+        """Record a failed run and park the message until ``due`` (seconds, the clock's); its runs stay counted."""
+        k = self.keys(topic)
+        await self._script(scripts.RETRY, (k.inflight(worker), k.errors, k.schedule),
+                           (payload, record, retention, repr(due)))
+
+    async def due(self, topic: str, now: float, limit: int = 100) -> int:
+        """Put the messages whose retry is due by ``now`` back to the front of the queue; how many."""
+        k = self.keys(topic)
+        return int(await self._script(scripts.DUE, (k.schedule, k.queue), (repr(now), limit)))
+
+    async def sweep(self, topic: str, worker: str, payloads: Sequence[str]) -> int:
+        """Put back these payloads of the worker's in-flight list (no handler of it holds them); how many."""
+        if not payloads:
+            return 0
+        k = self.keys(topic)
+        return int(await self._script(scripts.SWEEP, (k.inflight(worker), k.queue), tuple(payloads)))
+
+    async def session(self, topic: str, number: str) -> str | None:
+        """The conversation's stored session (JSON), or None."""
+        value = await self._execute("GET", self.keys(topic).session(number))
+        return None if value is None else str(value)
+
+    async def clear_session(self, topic: str, number: str) -> None:
+        await self._execute("DEL", self.keys(topic).session(number))
 
     async def record_sent(self, topic: str, sid: str, index: int, outbound: str) -> None:
         """Remember that the handler's ``index``-th send for inbound ``sid`` went out as ``outbound``."""
@@ -119,10 +210,23 @@ class Store(ABC):
         found = _pairs(await self._execute("HGETALL", self.keys(topic).sent(sid)))
         return {int(k): v for k, v in found.items()}
 
-    async def requeue_dead(self, topic: str) -> int:
-        """Move every dead letter of ``topic`` back to the queue; returns how many."""
+    async def requeue_dead(self, topic: str, ordered: bool = True, batch: int = REQUEUE_BATCH) -> int:
+        """Move every dead letter of ``topic`` back to the queue, ``batch`` per script; returns how many.
+
+        Each batch is one short script, so re-queueing a long dead-letter list never stalls Redis.
+        Only the letters there when it starts are moved.
+        """
         k = self.keys(topic)
-        return int(await self._script(scripts.REQUEUE, (k.dead, k.queue), ()))
+        remaining = await self.llen(k.dead)
+        moved = 0
+        while remaining > 0:
+            n, _left = await self._script(scripts.REQUEUE, (k.dead, k.queue, k.runs, k.active),
+                                          (min(batch, remaining), k.conversation(""), "1" if ordered else ""))
+            if int(n) == 0:
+                break
+            moved += int(n)
+            remaining -= int(n)
+        return moved
 
     async def heartbeat(self, topics: Iterable[str], worker: str, ttl: int = HEARTBEAT_TTL) -> None:
         """Say this worker is alive for ``ttl`` seconds, for every topic it serves."""

@@ -195,7 +195,8 @@ class Webhook:
             answer = INVALID + failure[0]
             payload = None
         try:
-            prior = await self.store.accept(conf.name, message["sid"], answer, payload)
+            conversation = message["number"] if conf.ordered else None
+            prior = await self.store.accept(conf.name, message["sid"], answer, payload, conversation)
         except RedisUnavailable as e:
             if failure is not None:
                 return twiml.response(failure[1]), "invalid"

@@ -1,9 +1,14 @@
 """Worker loops: each takes one message at a time from Redis and runs the topic's handler.
 
-A message moves atomically from the topic's queue into this worker's
-in-flight list (BLMOVE), so a SIGKILL at any point leaves it where
-:mod:`pyrowire.recovery` finds it. Finishing a message (drop from in-flight,
-write the record) is one Lua script.
+A message moves atomically from the topic's queue into this worker's in-flight list
+(``TAKE``, or a parked ``BLMOVE`` then ``BEGIN`` when nothing is ready), and its run is
+counted in Redis before the handler starts, so a SIGKILL at any point leaves it where
+:mod:`pyrowire.recovery` finds it, with the run already counted. Finishing it (record,
+dead letter, session, the conversation's next message) is one script; a failed run with
+attempts left is parked in the topic's schedule, out of the loop, until it is due.
+
+Nothing a message does can stop a loop: whatever fails is recorded, and a loop that ends
+anyway is started again and counted (``restarts``, shown by ``/health``).
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pyrowire import envelope, logs
 from pyrowire.calls import call_user
-from pyrowire.errors import RedisUnavailable
+from pyrowire.errors import PyrowireError, RedisReplyError, RedisUnavailable
 from pyrowire.retry import handler_delay, redis_delay
 from pyrowire.settings import Topic
+from pyrowire.store import Popper, SessionChange, Taken
 
 if TYPE_CHECKING:
+    from pyrowire.outbound import Exchange
     from pyrowire.runtime import Runtime
 
 T = TypeVar("T")
@@ -55,10 +63,47 @@ def _json_default(value: Any) -> Any:
 
 # built once: json.dumps(..., default=) would build a new encoder for every record
 _RECORD_ENCODER = json.JSONEncoder(default=_json_default)
+_SESSION_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+def _unencodable(value: Any, path: str) -> str | None:
+    """Where in ``value`` JSON fails, as ``path['key']`` and the culprit's type, or None."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a key that is not a string ({key!r})"
+            found = _unencodable(item, f"{path}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _unencodable(item, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return None
+    return f"{path} is a {type(value).__name__}"
+
+
+class SessionNotJSON(PyrowireError):
+    """The handler left ``message['session']`` holding something JSON cannot store."""
+
+
+class HandlingFailed(PyrowireError):
+    """The run did not complete: the handler raised, a send it left behind failed, or its result or
+    session cannot be stored. ``text`` is the record's error line, ``trace`` its traceback."""
+
+    def __init__(self, text: str, trace: str, failure: Failure | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.trace = trace
+        self.failure = failure
 
 
 class TopicWorker(Service):
-    """``concurrency`` pop loops for one topic, each on its own Redis connection."""
+    """``concurrency`` loops for one topic, each on its own Redis connection."""
 
     log = Logger()
 
@@ -70,152 +115,296 @@ class TopicWorker(Service):
         self.concurrency = concurrency
         self.grace = grace
         self.name = f"worker:{topic.name}"
-        self._waiting: set[Deferred[Any]] = set()
+        self.restarts = 0  # loops that ended unexpectedly and were started again
+        # payloads this process holds: taken by a loop and not yet finished
+        self.held: set[str] = set()
+        self._sleeping: set[Deferred[Any]] = set()
+        self._parked: dict[int, tuple[Popper, Deferred[str | None]]] = {}
         self._loops: list[Deferred[None]] = []
         self._handling: set[Deferred[None]] = set()
-        self._poppers: list[Any] = []
+        self._poppers: list[Popper] = []
 
     @property
     def clock(self) -> IReactorTime:
         return self.runtime.clock
+
+    @property
+    def loops(self) -> int:
+        """How many loops are running now."""
+        return sum(1 for d in self._loops if not d.called)
+
+    @property
+    def busy(self) -> int:
+        """How many messages are being handled now."""
+        return len(self._handling)
 
     def startService(self) -> None:
         super().startService()
         for _ in range(self.concurrency):
             popper = self.runtime.store.popper()
             self._poppers.append(popper)
-            self._loops.append(Deferred.fromCoroutine(self._loop(popper)))
+            self._loops.append(Deferred.fromCoroutine(self._supervise(popper)))
 
-    async def _loop(self, popper: Any) -> None:
-        store = self.runtime.store
-        keys = store.keys(self.topic.name)
-        worker = self.runtime.worker_id
+    # --- the loops -----------------------------------------------------------
+
+    async def _supervise(self, popper: Popper) -> None:
+        """Run one loop for as long as the worker runs, starting it again if it ever ends early."""
         failures = 0
         while self.running:
             try:
-                value = await self._interruptible(popper.pop(keys, worker, POP_TIMEOUT))
+                await self._loop(popper)
+            except Exception:
+                self.restarts += 1
+                self.log.failure("a {topic} worker loop stopped unexpectedly; starting it again", topic=self.topic.name)
+                await self._sleep(redis_delay(failures))
+                failures += 1
+
+    async def _loop(self, popper: Popper) -> None:
+        failures = 0
+        while self.running:
+            try:
+                taken = await self._next(popper)
             except Exception as e:
                 if not self.running:
                     return
-                delay = redis_delay(failures)
+                if failures == 0:
+                    self.log.warn("taking from {topic} failed, retrying: {error}", topic=self.topic.name, error=str(e))
+                await self._sleep(redis_delay(failures))
                 failures += 1
-                if failures == 1:
-                    self.log.warn("pop from {topic} failed, retrying: {error}", topic=self.topic.name, error=str(e))
-                await self._sleep(delay)
                 continue
-            if not self.running:
-                # what this pop moved stays in flight: put back when the worker stops
-                return
             failures = 0
-            if value is None:
+            if taken is None:
                 continue
-            d = Deferred.fromCoroutine(self._handle(str(value)))
+            d = Deferred.fromCoroutine(self._process(taken))
             self._handling.add(d)
             try:
                 await d
             finally:
                 self._handling.discard(d)
 
-    async def _interruptible(self, d: Deferred[Any]) -> Any:
-        """Await ``d``, which stopping the worker cancels."""
-        self._waiting.add(d)
+    async def _next(self, popper: Popper) -> Taken | None:
+        """The next message for this loop, begun (its run counted): taken at once, or after a parked pop."""
+        store = self.runtime.store
+        name = self.topic.name
+        taken = await store.take(popper, name, self.runtime.worker_id)
+        if taken is not None:
+            self.held.add(taken.payload)
+            return taken
+        if not self.running:
+            return None
+        d = popper.pop(store.keys(name), self.runtime.worker_id, POP_TIMEOUT)
+        key = id(d)
+        self._parked[key] = (popper, d)
         try:
-            return await d
+            payload = await d
         finally:
-            self._waiting.discard(d)
+            self._parked.pop(key, None)
+        if payload is None or not self.running:
+            return None  # a message moved while stopping was not begun: put back when the worker stops
+        self.held.add(payload)
+        try:
+            return await store.begin(popper, name, payload)
+        except BaseException:
+            self.held.discard(payload)  # in flight, not begun: the sweep puts it back
+            raise
 
     async def _sleep(self, seconds: float) -> None:
+        """Wait on the clock; stopping the worker cuts the wait short."""
+        d: Deferred[None] = deferLater(self.clock, seconds)
+        self._sleeping.add(d)
         try:
-            await self._interruptible(deferLater(self.clock, seconds))
+            await d
         except CancelledError:
             pass
-
-    async def _handle(self, payload: str) -> None:
-        rt = self.runtime
-        topic = self.topic.name
-        queued = envelope.decode(payload)
-        message = queued.message
-        sid = str(message.get("sid", ""))
-        store = rt.store
-        # runs interrupted by a dead worker were counted when recovery put the message back
-        # (scripts.RECLAIM), so a message that kills its workers still uses up its attempts
-        attempt = queued.interrupted + 1
-        previous = (await self._persist(lambda: store.sent(topic, sid)) or {}) if attempt > 1 else {}
-        exchange = rt.outbound.begin(sid, previous)
-        try:
-            while True:
-                started = self.clock.seconds()
-                exchange.next_index = 0
-                exchange.sids = []
-                try:
-                    result = await call_user(self.handler, message)
-                except Exception:
-                    tb = traceback.format_exc()
-                    record: dict[str, Any] = {"message": message, "error": tb.splitlines()[-1], "traceback": tb}
-                    kind, dead = "errors", attempt >= self.topic.max_attempts
-                    self.log.failure("handler for {topic} failed on {sid} (attempt {attempt} of {max})",
-                                     topic=topic, sid=sid, attempt=attempt, max=self.topic.max_attempts,
-                                     outcome="dead" if dead else "retry")
-                else:
-                    record = {"message": message, "result": message if result is None else result}
-                    kind, dead = "complete", False
-                finished = self.clock.seconds()
-                if rt.metrics is not None:
-                    rt.metrics.handled(topic, "complete" if kind == "complete" else "dead" if dead else "retry",
-                                       finished - started)
-                record.update(sids=list(exchange.sids), worker=rt.worker_id, attempt=attempt,
-                              received_at=queued.received_at, started_at=started, finished_at=finished)
-                text = _RECORD_ENCODER.encode(record)
-                if kind == "complete" or dead:
-                    exchange.settle()
-                    await self._persist(partial(store.finish, topic, rt.worker_id, payload, sid, text, kind,
-                                                self.topic.retention, dead))
-                    if logs.enabled(logging.INFO):
-                        self.log.info("{topic} {sid} {outcome} in {duration:.3f}s", topic=topic, sid=sid,
-                                      outcome="complete" if kind == "complete" else "dead",
-                                      duration=finished - started)
-                    return
-                await self._persist(partial(store.push_capped, store.keys(topic).errors, text, self.topic.retention))
-                await self._sleep(handler_delay(attempt))
-                if not self.running:
-                    return  # not started again: put back on stop
-                attempt += 1
         finally:
-            rt.outbound.end(sid)
+            self._sleeping.discard(d)
 
-    def handle(self, payload: str) -> Deferred[None]:
-        """Handle one payload already moved to this worker's in-flight list (pyrowire.testing uses it)."""
-        return Deferred.fromCoroutine(self._handle(payload))
+    async def _process(self, taken: Taken) -> None:
+        """Handle one message; nothing escapes (what cannot be recorded stays in flight for the sweep)."""
+        try:
+            await self._handle(taken)
+        except Exception:
+            self.log.failure("could not finish a {topic} message; it stays in flight and will be put back",
+                             topic=self.topic.name)
+        finally:
+            self.held.discard(taken.payload)
+
+    def handle(self, taken: Taken) -> Deferred[None]:
+        """Handle one message already taken into this worker's in-flight list (pyrowire.testing uses it)."""
+        return Deferred.fromCoroutine(self._process(taken))
+
+    # --- one message -------------------------------------------------------------
+
+    async def _handle(self, taken: Taken) -> None:
+        rt = self.runtime
+        topic = self.topic
+        payload = taken.payload
+        try:
+            queued = envelope.decode(payload)
+        except ValueError as e:
+            await self._give_up(payload, None, taken.runs, f"malformed payload, not run: {e}")
+            return
+        message = queued.message
+        sid = str(message.get("sid") or "")
+        number = message.get("number")
+        conversation = str(number) if topic.ordered and number is not None else None
+        base = {"worker": rt.worker_id, "attempt": taken.runs, "received_at": queued.received_at}
+        if taken.runs > topic.max_attempts:
+            # counted before each run: the runs past the last failure were never finished
+            await self._give_up(payload, message, taken.runs - 1,
+                                f"the worker died while handling it (run {taken.runs - 1} of {topic.max_attempts} "
+                                "never finished)", conversation)
+            return
+        previous = (await self._persist(lambda: rt.store.sent(topic.name, sid)) or {}) if taken.runs > 1 else {}
+        exchange = rt.outbound.begin(sid, previous)
+        before = taken.session or "{}"
+        try:
+            stored = json.loads(before)
+        except ValueError:
+            stored = {}
+        message["session"] = stored if isinstance(stored, dict) else {}
+        started = self.clock.seconds()
+        try:
+            try:
+                result = await self._run(message, exchange)
+                session = self._session_change(message["session"], before)
+            finally:
+                rt.outbound.end(sid)
+            finished = self.clock.seconds()
+            text = self._encode({"message": message, "result": message if result is None else result,
+                                 "sids": list(exchange.sids), "started_at": started, "finished_at": finished,
+                                 **base})
+        except HandlingFailed as failed:
+            dead = taken.runs >= topic.max_attempts
+            fields: dict[str, Any] = {"topic": topic.name, "sid": sid, "attempt": taken.runs, "max": topic.max_attempts,
+                      "outcome": "dead" if dead else "retry", "handling_failed": True}
+            if failed.failure is not None:
+                self.log.failure("handler for {topic} failed on {sid} (attempt {attempt} of {max})", failed.failure,
+                                 **fields)
+            else:
+                self.log.error("handler for {topic} failed on {sid} (attempt {attempt} of {max}): {error}",
+                               error=failed.text, **fields)
+            record = {"message": message, "error": failed.text, "traceback": failed.trace}
+            await self._failed(payload, record, base, exchange, started, dead, conversation)
+            return
+        if rt.metrics is not None:
+            rt.metrics.handled(topic.name, "complete", finished - started)
+        exchange.settle()
+        await self._persist(partial(rt.store.finish, topic.name, rt.worker_id, payload, sid, text, "complete",
+                                    topic.retention, False, conversation, session))
+        if logs.enabled(logging.INFO):
+            self.log.info("{topic} {sid} complete in {duration:.3f}s", topic=topic.name, sid=sid,
+                          outcome="complete", duration=finished - started)
+
+    async def _run(self, message: dict[str, Any], exchange: Exchange) -> Any:
+        """Run the handler, then wait for the sends it started; HandlingFailed if the run did not complete."""
+        try:
+            result = await call_user(self.handler, message)
+        except Exception as e:
+            failure = Failure()
+            raise HandlingFailed(traceback.format_exception_only(e)[-1].strip(), failure.getTraceback(),
+                                 failure) from None
+        left = await exchange.settle_sends()
+        if left is not None:
+            raise HandlingFailed(f"a send the handler did not wait for failed: {left.getErrorMessage()}",
+                                 left.getTraceback(), left)
+        return result
+
+    @staticmethod
+    def _encode(record: dict[str, Any]) -> str:
+        try:
+            return _RECORD_ENCODER.encode(record)
+        except (TypeError, ValueError) as e:
+            raise HandlingFailed(f"the handler's result cannot be stored as JSON: {e}",
+                                 traceback.format_exc()) from None
+
+    def _session_change(self, session: Any, before: str) -> SessionChange | None:
+        """What to store of the session the handler left: nothing when unchanged, a delete when emptied."""
+        problem = _unencodable(session, "message['session']") if isinstance(session, dict) else (
+            "message['session'] is not a dict")
+        if problem:
+            raise HandlingFailed(f"the session cannot be stored as JSON: {problem}", "")
+        after = _SESSION_ENCODER.encode(session)
+        try:
+            unchanged = after == _SESSION_ENCODER.encode(json.loads(before))
+        except ValueError:
+            unchanged = False
+        if unchanged:
+            return None
+        return SessionChange(None if after == "{}" else after, self.topic.session_ttl)
+
+    async def _failed(self, payload: str, record: dict[str, Any], base: dict[str, Any], exchange: Exchange,
+                      started: float, dead: bool, conversation: str | None) -> None:
+        rt, topic = self.runtime, self.topic
+        finished = self.clock.seconds()
+        if rt.metrics is not None:
+            rt.metrics.handled(topic.name, "dead" if dead else "retry", finished - started)
+        record.update(sids=list(exchange.sids), started_at=started, finished_at=finished, **base)
+        try:
+            text = _RECORD_ENCODER.encode(record)
+        except (TypeError, ValueError):
+            record["message"] = repr(record["message"])
+            text = _RECORD_ENCODER.encode(record)
+        sid = str(exchange.sid)
+        if dead:
+            exchange.settle()
+            await self._persist(partial(rt.store.finish, topic.name, rt.worker_id, payload, sid, text, "errors",
+                                        topic.retention, True, conversation))
+            return
+        due = finished + handler_delay(int(base["attempt"]))
+        await self._persist(partial(rt.store.retry, topic.name, rt.worker_id, payload, text, topic.retention, due))
+
+    async def _give_up(self, payload: str, message: dict[str, Any] | None, runs: int, why: str,
+                       conversation: str | None = None) -> None:
+        """Dead-letter a message without running it, with a record saying why."""
+        rt, topic = self.runtime, self.topic
+        now = self.clock.seconds()
+        sid = str(message.get("sid") or "") if message is not None else ""
+        record: dict[str, Any] = {"message": message if message is not None else payload, "error": why, "traceback": "",
+                  "sids": [], "worker": rt.worker_id, "attempt": runs, "started_at": now, "finished_at": now}
+        self.log.error("{topic} {sid}: {why}; dead-lettered", topic=topic.name, sid=sid, why=why, outcome="dead",
+                       handling_failed=True)
+        if rt.metrics is not None:
+            rt.metrics.handled(topic.name, "dead", 0.0)
+        await self._persist(partial(rt.store.finish, topic.name, rt.worker_id, payload, sid,
+                                    _RECORD_ENCODER.encode(record), "errors", topic.retention, True, conversation))
 
     async def _persist(self, operation: Callable[[], Awaitable[T]]) -> T | None:
-        """Run a Redis operation until it succeeds, backing off while Redis is away; None if stopped first."""
+        """Run a Redis operation until it succeeds, backing off while Redis is away or refusing writes
+        (OOM, READONLY during a failover); None if the worker stopped first."""
         failures = 0
         while True:
             try:
                 return await operation()
-            except RedisUnavailable as e:
+            except (RedisUnavailable, RedisReplyError) as e:
                 if not self.running:
-                    self.log.warn("{topic}: Redis away while stopping; message left in flight: {error}",
+                    self.log.warn("{topic}: Redis failed while stopping; message left in flight: {error}",
                                   topic=self.topic.name, error=str(e))
                     return None
                 if failures == 0:
-                    self.log.warn("{topic}: Redis away, retrying: {error}", topic=self.topic.name, error=str(e))
+                    self.log.warn("{topic}: Redis failed, retrying: {error}", topic=self.topic.name, error=str(e))
                 await deferLater(self.clock, redis_delay(failures))
                 failures += 1
+
+    # --- stopping --------------------------------------------------------------
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        for d in list(self._waiting):
+        # first the parked pops' connections, so that nothing more moves into this worker's in-flight list
+        parked = list(self._parked.values())
+        await defer.DeferredList([p.close() for p, _ in parked], consumeErrors=True)
+        for d in list(self._sleeping):
             d.cancel()
-        handling = list(self._handling)
-        if handling:
-            self.log.info("waiting up to {grace}s for {n} {topic} handlers", grace=self.grace,
-                          n=len(handling), topic=self.topic.name)
+        running = [d for d in self._loops if not d.called]
+        if running:
+            if self._handling:
+                self.log.info("waiting up to {grace}s for {n} {topic} handlers", grace=self.grace,
+                              n=len(self._handling), topic=self.topic.name)
             # wait on detached observers: the timeout must not cancel the handlers themselves
-            waiting = defer.DeferredList([_observe(d) for d in handling], consumeErrors=True)
+            waiting = defer.DeferredList([_observe(d) for d in running], consumeErrors=True)
             waiting.addTimeout(self.grace, self.clock)
             try:
                 await waiting
@@ -224,9 +413,4 @@ class TopicWorker(Service):
                               n=len(self._handling), topic=self.topic.name, grace=self.grace)
         await defer.DeferredList([p.close() for p in self._poppers], consumeErrors=True)
         self._poppers = []
-        self._loops = []
 
-    @property
-    def busy(self) -> int:
-        """How many handlers are running now."""
-        return len(self._handling)

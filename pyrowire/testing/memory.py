@@ -99,6 +99,11 @@ class MemoryPopper:
         self._store._parked.append(parked)
         return d
 
+    def execute(self, *command: Any) -> Deferred[Any]:
+        if self._closed:
+            return fail(RedisUnavailable("this popper is closed"))
+        return Deferred.fromCoroutine(self._store._execute(*command))
+
     def close(self) -> Deferred[None]:
         """Close the connection: its parked pop is withdrawn and fails with RedisUnavailable."""
         self._closed = True

@@ -60,6 +60,7 @@ from pyrowire.outbound import Sender
 from pyrowire.runtime import Runtime
 from pyrowire.settings import Settings, Topic
 from pyrowire.signature import compute
+from pyrowire.store import Taken
 from pyrowire.testing.memory import MemoryStore
 from pyrowire.validators import first_failure
 from pyrowire.webhook import Webhook
@@ -158,7 +159,7 @@ class _Outcome:
 
 def _forward(event: dict[str, Any]) -> None:
     """The worker's log events, but for its handler failures, which the tester reports as ``Fed.error``."""
-    if "log_failure" not in event:
+    if not event.get("handling_failed"):
         globalLogPublisher(event)
 
 
@@ -196,8 +197,9 @@ class _TesterStore(MemoryStore):
         super().__init__(clock, prefix)
         self.queued: set[str] = set()
 
-    async def accept(self, topic: str, sid: str, answer: str, payload: str | None) -> str | None:
-        prior = await super().accept(topic, sid, answer, payload)
+    async def accept(self, topic: str, sid: str, answer: str, payload: str | None,
+                     conversation: str | None = None) -> str | None:
+        prior = await super().accept(topic, sid, answer, payload, conversation)
         if prior is None and payload:
             self.queued.add(sid)
         return prior
@@ -337,14 +339,14 @@ class AppTester:
 
     async def _work(self, topic: Topic) -> None:
         """Take the topic's queued messages one at a time and handle them, as a worker loop would."""
-        keys = self.store.keys(topic.name)
-        while await self.store.llen(keys.queue):
-            payload = await self._popper.pop(keys, self.runtime.worker_id, 0)
-            if payload is not None:
-                await self._handle(topic, str(payload))
+        while True:
+            taken = await self.store.take(self._popper, topic.name, self.runtime.worker_id)
+            if taken is None:
+                return
+            await self._handle(topic, taken)
 
-    async def _handle(self, topic: Topic, payload: str) -> None:
-        sid = str(json.loads(payload)["message"].get("sid", ""))
+    async def _handle(self, topic: Topic, taken: Taken) -> None:
+        sid = str(json.loads(taken.payload)["message"].get("sid", ""))
         outcome = _Outcome()
         handler = self.app.handlers[topic.name]
 
@@ -364,7 +366,7 @@ class AppTester:
 
         waiting = self._done.pop(sid, None)
         try:
-            await _Worker(self.runtime, topic, run, 1, 0.0).handle(payload)
+            await _Worker(self.runtime, topic, run, 1, 0.0).handle(taken)
             outcome.record = await self._record(topic.name, sid)
         except BaseException:
             if waiting is None:

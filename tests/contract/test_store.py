@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -21,7 +22,7 @@ from pyrowire.errors import RedisReplyError, RedisUnavailable
 from pyrowire.keys import DEDUPE_SECONDS
 from pyrowire.redis_store import RedisStore
 from pyrowire.runconfig import parse_redis_url
-from pyrowire.store import Store
+from pyrowire.store import SessionChange, Store
 from pyrowire.testing.memory import MemoryStore
 
 W = "host:1:abcd"
@@ -255,8 +256,8 @@ async def test_reclaim_refuses_a_live_worker_unless_forced(store: Store) -> None
 
 
 @pytest_twisted.ensureDeferred
-async def test_reclaim_puts_a_dead_workers_messages_first_in_line_with_one_more_run(store: Store) -> None:
-    """A dead worker's messages go back to the consuming end, oldest first, each counting one interrupted run."""
+async def test_reclaim_puts_a_dead_workers_messages_first_in_line_unchanged(store: Store) -> None:
+    """A dead worker's messages go back to the consuming end of the queue, oldest first, byte for byte."""
     keys = store.keys("echo")
     await store.heartbeat(["echo"], W, 60)
     for sid in ("SM1", "SM2"):
@@ -266,27 +267,249 @@ async def test_reclaim_puts_a_dead_workers_messages_first_in_line_with_one_more_
     await store._execute("DEL", keys.alive(W))  # what expiry does to a SIGKILLed worker's heartbeat
     assert await store.reclaim("echo", W) == 2
     assert await store.workers("echo") == []
-    popped = [envelope.decode(await _pop(store, "other") or "") for _ in range(3)]
-    assert [(e.message["sid"], e.interrupted) for e in popped] == [("SM1", 1), ("SM2", 1), ("SM3", 0)]
+    assert [await _pop(store, "other") for _ in range(3)] == [_payload("SM1"), _payload("SM2"), _payload("SM3")]
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_envelope_survives_reclaim_and_requeue_byte_for_byte(store: Store) -> None:
-    """Interrupted runs are counted at the envelope's head: floats keep every digit and [] stays [] (no cjson)."""
+async def test_a_payload_is_never_rewritten_on_its_way(store: Store) -> None:
+    """Through take, reclaim, retry, due, dead and requeue a payload stays what the webhook queued (no cjson)."""
     keys = store.keys("echo")
     original = _payload("SM1", received_at=1764478393.123456789)
-    await store.accept("echo", "SM1", "a", original)
-    for runs in (1, 2):
-        await _pop(store, "doomed")
+    await store.accept("echo", "SM1", "a", original, "+15551234567")
+    popper = store.popper()
+    try:
+        taken = await store.take(popper, "echo", "doomed")
+        assert taken is not None and taken.payload == original
         assert await store.reclaim("echo", "doomed") == 1  # never heartbeated: dead
-        [item] = await store.lrange(keys.queue)
-        assert item == f'{{"attempts": {runs}, ' + original[1:]
-        assert envelope.decode(item).interrupted == runs
-    payload = await _pop(store)
-    assert payload is not None
-    await store.finish("echo", W, payload, "SM1", "{}", "errors", 10, dead=True)
-    await store.requeue_dead("echo")
-    assert await store.lrange(keys.queue) == [original]
+        taken = await store.take(popper, "echo", W)
+        assert taken is not None and taken.payload == original
+        await store.retry("echo", W, original, "{}", 10, due=5.0)
+        assert await store.due("echo", now=5.0) == 1
+        taken = await store.take(popper, "echo", W)
+        assert taken is not None
+        await store.finish("echo", W, taken.payload, "SM1", "{}", "errors", 10, dead=True,
+                           conversation="+15551234567")
+        assert await store.lrange(keys.dead) == [original]
+        assert await store.requeue_dead("echo") == 1
+        assert await store.lrange(keys.queue) == [original]
+    finally:
+        await popper.close()
+
+
+# --- runs, counted before each run -------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_take_counts_the_run_before_the_handler_and_reads_the_session(store: Store) -> None:
+    """TAKE moves the oldest ready message in flight, counts its run and returns the conversation's session."""
+    keys = store.keys("echo")
+    await store._execute("SET", keys.session("+15551234567"), '{"n":1}')
+    await store.accept("echo", "SM1", "a", _payload("SM1"))
+    popper = store.popper()
+    try:
+        taken = await store.take(popper, "echo", W)
+        assert taken is not None
+        assert (taken.payload, taken.runs, taken.session) == (_payload("SM1"), 1, None)  # no number in it
+        assert await store.lrange(keys.inflight(W)) == [_payload("SM1")]
+        assert await store.take(popper, "echo", W) is None
+        await _accept(store, "A1", "+15551234567")
+        taken = await store.take(popper, "echo", W)
+        assert taken is not None and (taken.runs, taken.session) == (1, '{"n":1}')
+    finally:
+        await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_begin_counts_a_message_a_blocking_pop_moved(store: Store) -> None:
+    """After a BLMOVE, BEGIN counts the run and reads the session (none here) without moving anything."""
+    await store.accept("echo", "SM1", "a", _payload("SM1"), "+15551234567")
+    popper = store.popper()
+    try:
+        payload = await popper.pop(store.keys("echo"), W, SHORT)
+        assert payload == _payload("SM1")
+        taken = await store.begin(popper, "echo", payload)
+        assert (taken.runs, taken.session) == (1, None)
+    finally:
+        await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_runs_survive_reclaim_and_retry_and_are_forgotten_by_finish_and_requeue(store: Store) -> None:
+    """The run count lives beside the message: a crash or a retry keeps it, the end of the message clears it."""
+    popper = store.popper()
+    try:
+        await store.accept("echo", "SM1", "a", _payload("SM1"))
+        first = await store.take(popper, "echo", "doomed")
+        assert first is not None and first.runs == 1
+        await store.reclaim("echo", "doomed")
+        taken = await store.take(popper, "echo", W)
+        assert taken is not None and taken.runs == 2
+        await store.retry("echo", W, taken.payload, "{}", 10, due=0.0)
+        await store.due("echo", now=1.0)
+        taken = await store.take(popper, "echo", W)
+        assert taken is not None and taken.runs == 3
+        await store.finish("echo", W, taken.payload, "SM1", "{}", "errors", 10, dead=True)
+        await store.requeue_dead("echo")
+        taken = await store.take(popper, "echo", W)
+        assert taken is not None and taken.runs == 1  # a re-queued dead letter gets max_attempts afresh
+        await store.finish("echo", W, taken.payload, "SM1", "{}", "complete", 10)
+        assert int(await store._execute("HLEN", store.keys("echo").runs)) == 0
+    finally:
+        await popper.close()
+
+
+# --- retries ---------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_retry_waits_in_the_schedule_until_due(store: Store) -> None:
+    """RETRY records the failure and parks the message; DUE moves it back only once due, earliest first."""
+    keys = store.keys("echo")
+    for sid, due in (("SM1", 20.0), ("SM2", 10.0)):
+        await store.accept("echo", sid, "a", _payload(sid))
+        await _pop(store)
+        await store.retry("echo", W, _payload(sid), f"failed {sid}", 10, due=due)
+    assert await store.llen(keys.inflight(W)) == 0
+    assert await store.lrange(keys.errors) == ["failed SM2", "failed SM1"]
+    assert await store.due("echo", now=9.9) == 0
+    assert await store.due("echo", now=30.0) == 2
+    assert [await _pop(store), await _pop(store)] == [_payload("SM2"), _payload("SM1")]
+
+
+# --- conversations -----------------------------------------------------------------------------
+
+A, B = "+15550000001", "+15550000002"
+
+
+async def _accept(store: Store, sid: str, number: str) -> None:
+    payload = envelope.encode({"sid": sid, "number": number}, 1.0)
+    assert await store.accept("echo", sid, "a", payload, number) is None
+
+
+async def _take_sid(store: Store, popper: Any, worker: str = W) -> str | None:
+    taken = await store.take(popper, "echo", worker)
+    return None if taken is None else str(envelope.decode(taken.payload).message["sid"])
+
+
+def _members(reply: Any) -> list[str]:
+    return sorted(str(m) for m in reply)
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_message_per_conversation_is_ready_at_a_time(store: Store) -> None:
+    """A sender's second message waits until the first finishes; another sender's is ready at once."""
+    popper = store.popper()
+    try:
+        await _accept(store, "A1", A)
+        await _accept(store, "A2", A)
+        await _accept(store, "B1", B)
+        assert [await _take_sid(store, popper), await _take_sid(store, popper)] == ["A1", "B1"]
+        assert await _take_sid(store, popper) is None  # A2 waits behind A1
+        a1 = envelope.encode({"sid": "A1", "number": A}, 1.0)
+        assert await store.finish("echo", W, a1, "A1", "{}", "complete", 10, conversation=A)
+        assert await _take_sid(store, popper) == "A2"
+        assert _members(await store._execute("SMEMBERS", store.keys("echo").active)) == [A, B]
+    finally:
+        await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_conversation_is_freed_when_its_last_message_finishes(store: Store) -> None:
+    """With nothing waiting behind it, finishing a conversation's message frees it: the next text is ready."""
+    popper = store.popper()
+    try:
+        await _accept(store, "A1", A)
+        assert await _take_sid(store, popper) == "A1"
+        a1 = envelope.encode({"sid": "A1", "number": A}, 1.0)
+        await store.finish("echo", W, a1, "A1", "{}", "errors", 10, dead=True, conversation=A)
+        assert _members(await store._execute("SMEMBERS", store.keys("echo").active)) == []
+        await _accept(store, "A2", A)
+        assert await _take_sid(store, popper) == "A2"
+    finally:
+        await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reclaimed_message_runs_before_its_conversations_later_ones(store: Store) -> None:
+    """A dead worker's message goes back ahead of the messages its sender sent after it."""
+    popper = store.popper()
+    try:
+        await _accept(store, "A1", A)
+        assert await _take_sid(store, popper, "doomed") == "A1"
+        await _accept(store, "A2", A)
+        await _accept(store, "B1", B)
+        assert await store.reclaim("echo", "doomed") == 1
+        assert await _take_sid(store, popper) == "A1"
+        assert await _take_sid(store, popper) == "B1"
+        assert await _take_sid(store, popper) is None
+    finally:
+        await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_finish_for_a_message_no_longer_held_frees_nothing(store: Store) -> None:
+    """A finish whose payload was already taken back (reclaimed) is recorded but hands nothing on."""
+    popper = store.popper()
+    try:
+        await _accept(store, "A1", A)
+        await _accept(store, "A2", A)
+        assert await _take_sid(store, popper, "slow") == "A1"
+        await store.reclaim("echo", "slow")
+        a1 = envelope.encode({"sid": "A1", "number": A}, 1.0)
+        assert not await store.finish("echo", "slow", a1, "A1", "late", "complete", 10, conversation=A)
+        assert await store.lrange(store.keys("echo").complete) == ["late"]
+        assert await _take_sid(store, popper) == "A1"  # the reclaimed copy, still ahead of A2
+        assert await _take_sid(store, popper) is None
+    finally:
+        await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_finish_stores_or_deletes_the_session_with_its_ttl(store: Store) -> None:
+    """A completion stores the conversation's session with session_ttl, or deletes it when emptied."""
+    keys = store.keys("echo")
+    popper = store.popper()
+    try:
+        await _accept(store, "A1", A)
+        taken = await store.take(popper, "echo", W)
+        assert taken is not None and taken.session is None
+        await store.finish("echo", W, taken.payload, "A1", "{}", "complete", 10, conversation=A,
+                           session=SessionChange('{"count":1}', 600))
+        assert await store.session("echo", A) == '{"count":1}'
+        assert 590 < await store.ttl(keys.session(A)) <= 600
+        await _accept(store, "A2", A)
+        taken = await store.take(popper, "echo", W)
+        assert taken is not None and taken.session == '{"count":1}'
+        await store.finish("echo", W, taken.payload, "A2", "{}", "complete", 10, conversation=A,
+                           session=SessionChange(None, 600))
+        assert await store.session("echo", A) is None
+    finally:
+        await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_dead_letters_are_requeued_in_batches_behind_their_conversation(store: Store) -> None:
+    """requeue_dead moves a long list in bounded scripts; a letter whose sender is active waits behind it."""
+    keys = store.keys("echo")
+    for i in range(250):
+        await store._execute("LPUSH", keys.dead, envelope.encode({"sid": f"D{i}", "number": f"+1{i:04d}"}, 1.0))
+    await _accept(store, "A1", A)
+    await store._execute("LPUSH", keys.dead, envelope.encode({"sid": "DA", "number": A}, 1.0))
+    assert await store.requeue_dead("echo", batch=100) == 251
+    assert await store.llen(keys.dead) == 0
+    assert await store.llen(keys.queue) == 251  # A1 and the 250 others; DA waits behind A1
+    assert await store.llen(keys.conversation(A)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_sweep_puts_back_only_what_is_still_in_flight(store: Store) -> None:
+    """SWEEP moves the named payloads from the in-flight list to the front of the queue, if they are there."""
+    keys = store.keys("echo")
+    await store.accept("echo", "SM1", "a", "p1")
+    await _pop(store)
+    assert await store.sweep("echo", W, ["p1", "not-there"]) == 1
+    assert await store.lrange(keys.queue) == ["p1"]
+    assert await store.llen(keys.inflight(W)) == 0
 
 
 @pytest_twisted.ensureDeferred

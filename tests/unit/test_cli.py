@@ -76,9 +76,12 @@ class Bench:
     def flush(self) -> None:
         self.stub.flush()
 
-    def queued(self, topic: str = "echo") -> list[dict[str, Any]]:
-        items = result_of(Deferred.fromCoroutine(self.store.lrange(self.store.keys(topic).queue)))
-        return [json.loads(i)["message"] for i in reversed(items)]
+    def queued(self, topic: str = "echo", number: str = NUMBER) -> list[dict[str, Any]]:
+        """Every message accepted and not taken, oldest first: the ready one and those behind it."""
+        keys = self.store.keys(topic)
+        ready = result_of(Deferred.fromCoroutine(self.store.lrange(keys.queue)))
+        waiting = result_of(Deferred.fromCoroutine(self.store.lrange(keys.conversation(number))))
+        return [json.loads(i)["message"] for i in [*reversed(ready), *reversed(waiting)]]
 
     def reply(self, topic: str, to_sid: str, body: str, media: Sequence[str] = ()) -> None:
         """Push a sandbox reply as the worker's Sender does."""

@@ -338,8 +338,9 @@ def test_feed_hands_the_handler_the_message_twilio_would_give(app: pyrowire.App,
     fed = feed(tester, body="pic", number="+15550001111", media=["https://x/a.jpg"], sid="SM" + "b" * 32,
                from_city="PORTLAND", FromCountry="US")
     assert seen == [fed.message]
-    assert fed.message == make_message("echo", "pic", "+15550001111", media=["https://x/a.jpg"], sid="SM" + "b" * 32,
-                                       from_city="PORTLAND", from_country="US")
+    assert fed.message == {**make_message("echo", "pic", "+15550001111", media=["https://x/a.jpg"],
+                                          sid="SM" + "b" * 32, from_city="PORTLAND", from_country="US"),
+                           "session": {}}  # the conversation's session (SPEC section 8), empty at first
 
 
 def test_refused_requests_raise(tester: AppTester) -> None:
