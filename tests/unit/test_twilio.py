@@ -18,9 +18,9 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from pyrowire.errors import ConfigurationError, TwilioError
-from pyrowire.testing.fake_twilio import FakeTwilio
 from pyrowire.retry import RetryPolicy
 from pyrowire.settings import TwilioConfig
+from pyrowire.testing.fake_twilio import FakeTwilio
 from pyrowire.twilio import TwilioClient, default_timeout
 from tests.deferreds import result_of
 

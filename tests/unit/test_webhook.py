@@ -17,10 +17,10 @@ from twisted.internet.task import Clock, deferLater
 
 import pyrowire
 from pyrowire import twiml
-from pyrowire.testing.fake_twilio import FakeTwilio
 from pyrowire.memory_store import MemoryStore
 from pyrowire.outbound import Sender
 from pyrowire.runtime import Runtime
+from pyrowire.testing.fake_twilio import FakeTwilio
 from pyrowire.twilio import TwilioClient
 from pyrowire.webhook import Webhook
 from tests.deferreds import result_of

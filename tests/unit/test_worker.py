@@ -13,12 +13,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock, deferLater
 
 import pyrowire
-from pyrowire.testing.fake_twilio import FakeTwilio
 from pyrowire.keys import HEARTBEAT_SECONDS
 from pyrowire.memory_store import MemoryStore
 from pyrowire.outbound import Sender
 from pyrowire.recovery import BEAT_SECONDS, Supervisor
 from pyrowire.runtime import Runtime
+from pyrowire.testing.fake_twilio import FakeTwilio
 from pyrowire.twilio import TwilioClient
 from pyrowire.worker import POP_TIMEOUT, TopicWorker
 from tests.deferreds import result_of
