@@ -15,6 +15,7 @@ CASES = [
     (["--app", "broken"], "--app: cannot import 'broken': ModuleNotFoundError: No module named 'no_such_module"),
     (["--app", "partial"], "has no handler"),
     (["--app", "malformed"], "TOPICS['echo'].max_message_length: must be between 1 and 1600"),
+    (["--app", "typo"], "TOPICS['echo'].accept_respons: unknown key (did you mean accept_response?)"),
     (["--app", "app", "--listen", "nonsense:what"], "--listen:"),
     (["--app", "app", "--concurrency", "zero"], "--concurrency: must be a number"),
     (["--app", "app", "--redis", "ftp://x"], "--redis: unsupported scheme 'ftp'"),
