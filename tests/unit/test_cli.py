@@ -535,14 +535,14 @@ def test_terminal_protocol_queues_lines_until_end_of_input() -> None:
 
 
 def test_init_writes_the_app_and_says_what_next(tmp_path: Any) -> None:
-    """init DIR writes the five files and prints how to run and text the app."""
+    """init DIR writes the six files and prints how to run and text the app."""
     bench = Bench()
     target = tmp_path / "newapp"
     assert bench.run("init", str(target)) == 0
     assert sorted(p.name for p in target.iterdir()) == [
-        "Procfile", "app.py", "requirements.txt", "settings.py", "test_app.py"]
+        ".gitignore", "Procfile", "app.py", "requirements.txt", "settings.py", "test_app.py"]
     lines = bench.out.getvalue().splitlines()
-    assert lines[0] == f"wrote app.py, settings.py, Procfile, requirements.txt, test_app.py in {target}"
+    assert lines[0] == f"wrote app.py, settings.py, Procfile, requirements.txt, test_app.py, .gitignore in {target}"
     assert "twistd -n pyrowire --app app" in lines[1]
     assert "pyrowire send http://localhost:62023/queue/hello --from +15551234567 --body hi --wait" in lines[2]
 
