@@ -57,7 +57,8 @@ class Supervisor(Service):
             await store.heartbeat(self.topics, self.runtime.worker_id, HEARTBEAT_SECONDS)
             await self.recover()
         except RedisUnavailable as e:
-            self.log.warn("heartbeat failed: {error}", error=str(e))
+            if store.connected:  # Redis away altogether is said once for the process, by pyrowire.redis_watch
+                self.log.warn("heartbeat failed: {error}", error=str(e))
         except Exception:
             self.log.failure("heartbeat or recovery failed")
 

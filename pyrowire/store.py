@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from pyrowire.errors import RedisUnavailable
 from pyrowire.keys import DEDUPE_SECONDS, HEARTBEAT_SECONDS, TopicKeys, topic_keys
+from pyrowire.redis_watch import quiet
 from pyrowire.runconfig import RedisAddress
 
 # KEYS: seen, queue. ARGV: answer, ttl, payload ('' = answer only, nothing queued).
@@ -123,10 +124,10 @@ def _connect(address: RedisAddress, poolsize: int, reply_timeout: float | None) 
     if address.username:
         common["username"] = address.username
     if address.kind == "unix":
-        return txredisapi.lazyUnixConnectionPool(address.path, poolsize=poolsize, **common)
-    return txredisapi.lazyConnectionPool(
+        return quiet(txredisapi.lazyUnixConnectionPool(address.path, poolsize=poolsize, **common))
+    return quiet(txredisapi.lazyConnectionPool(
         address.host, address.port, poolsize=poolsize, ssl_context_factory=address.kind == "tls", **common
-    )
+    ))
 
 
 class PopperLike(Protocol):

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from pyrowire import logs
 from pyrowire.calls import call_user
 from pyrowire.errors import RedisUnavailable
+from pyrowire.redis_watch import explains
 from pyrowire.runtime import Exchange
 from pyrowire.settings import Topic
 
@@ -105,7 +106,7 @@ class TopicWorker(Service):
                     return
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
-                if failures == 1:
+                if failures == 1 and not explains(e):  # Redis away: said once for the process by redis_watch
                     self.log.warn("pop from {topic} failed, retrying: {error}", topic=self.topic.name, error=str(e))
                 await self._sleep(delay)
                 continue
