@@ -7,6 +7,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import redis_command
 from tests.process.harness import Deployment, send_webhook, wait_for, webhook_params
 from tests.redis_server import RedisServer
@@ -110,8 +112,9 @@ def test_embedded_redis_round_trip_leaves_nothing_behind(deployment: Deployment)
     assert not (data / "redis.sock").exists()
 
 
-def test_python_app_py_runs_the_app_with_pyrowire_run(deployment: Deployment) -> None:
-    """`ENV=… python legacy.py` (pyrowire.run()) serves, replies, and exits 0 on SIGTERM, as in 2014."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_python_app_py_runs_the_app_with_pyrowire_run(deployment: Deployment, sig: signal.Signals) -> None:
+    """`ENV=… python legacy.py` (pyrowire.run()) serves, replies, and exits 0 on SIGTERM or SIGINT (Ctrl-C)."""
     import sys
 
     from tests.process.harness import PyrowireProcess
@@ -125,4 +128,5 @@ def test_python_app_py_runs_the_app_with_pyrowire_run(deployment: Deployment) ->
     process.wait_healthy(base)
     assert send_webhook(base, "echo", webhook_params("SMrun1", "yo run"))[0] == 200
     assert deployment.twilio.wait_messages(1)[0]["body"] == "legacy yo run"
-    assert process.terminate() == 0
+    assert process.terminate(sig=sig) == 0
+    assert "pyrowire stopped" in process.output  # drained, not killed by the signal
