@@ -11,6 +11,6 @@ from pyrowire import logs
 from pyrowire.tap import service_from
 
 application = Application("pyrowire")
-service_from({}, os.environ).setServiceParent(application)
+service_from({}, os.environ, app_option="PYROWIRE_APP").setServiceParent(application)
 # pyrowire's log observer (level and format from the profile), as `twistd pyrowire` installs it
 application.setComponent(ILogObserver, logs.Observer(sys.stdout))

@@ -1,12 +1,19 @@
+import re
 from pathlib import Path
 
 from setuptools import setup
 
+HERE = Path(__file__).parent
+# the version lives in pyrowire/version.py (pyrowire --version reads it); read here without importing pyrowire
+VERSION = re.search(r'^__version__ = "([^"]+)"$', (HERE / "pyrowire" / "version.py").read_text(), re.M)
+if VERSION is None:
+    raise SystemExit("setup.py: pyrowire/version.py has no __version__ line")
+
 setup(
     name="pyrowire",
-    version="0.2.0",
+    version=VERSION.group(1),
     description="Twilio SMS/MMS applications on Twisted: webhook, Redis queue and workers",
-    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 
 from pyrowire.app import App, NotRunning
 from pyrowire.errors import BadRequest, ConfigurationError, PyrowireError, RedisUnavailable, TwilioError
+from pyrowire.version import __version__
 
 __all__ = [
     "App",
@@ -27,6 +28,7 @@ __all__ = [
     "PyrowireError",
     "RedisUnavailable",
     "TwilioError",
+    "__version__",
     "configure",
     "default_app",
     "handler",

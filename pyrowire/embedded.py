@@ -91,8 +91,12 @@ class _ServerOutput(ProcessProtocol):
         if not line:
             return
         self.tail.append(line)
+        if "overcommit" in line:
+            # Valkey's advice to tune the kernel for forked background saves: beside the point for a private
+            # development server, and a newcomer's log should not open with it (not even at debug level)
+            return
         match = _LOG_LINE.match(line)
-        if match and match.group(1) == "#" and "overcommit" not in line:  # no background saves here
+        if match and match.group(1) == "#":
             self._log.info("embedded redis: {line}", line=match.group(2))
         else:
             self._log.debug("embedded redis: {line}", line=line)

@@ -26,6 +26,7 @@ from twisted.logger import ILogObserver, LogLevel, formatEvent
 from zope.interface import implementer
 
 from pyrowire.errors import ConfigurationError
+from pyrowire.redis_watch import is_chatter
 from pyrowire.settings import Profile
 
 _PRIORITY = {LogLevel.debug: 10, LogLevel.info: 20, LogLevel.warn: 30, LogLevel.error: 40, LogLevel.critical: 50}
@@ -92,8 +93,8 @@ class Observer:
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         level = event.get("log_level", LogLevel.info)
-        if _PRIORITY.get(level, 20) < self.config.level:
-            return
+        if _PRIORITY.get(level, 20) < self.config.level or is_chatter(event):
+            return  # a Redis connection's retries are summarised by pyrowire.redis_watch
         try:
             line = self.json(event) if self.config.format == "json" else self.text(event)
             self.stream.write(line + "\n")

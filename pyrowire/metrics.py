@@ -74,6 +74,10 @@ class Metrics:
             "pyrowire_queue_depth", "Messages per topic queued, in flight and dead, as of the last refresh.",
             ("topic", "state"), registry=r,
         )
+        self._http_timeouts = Counter(
+            "pyrowire_http_timeouts_total",
+            "HTTP connections closed because the client did not finish a request in time.", registry=r,
+        )
         self._redis_up = Gauge(
             "pyrowire_redis_up", "1 when Redis answered the last depth refresh, 0 when it did not.", registry=r,
         )
@@ -125,6 +129,10 @@ class Metrics:
         if child is None:
             child = self._child(self._sends, self._twilio_sends_total, SEND_OUTCOMES, topic, outcome)
         child.inc()
+
+    def http_timeout(self) -> None:
+        """Count one HTTP client disconnected for not finishing its request in time."""
+        self._http_timeouts.inc()
 
     def _topic(self, topic: str) -> str:
         return topic if topic in self.topics else UNKNOWN_TOPIC

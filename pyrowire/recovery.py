@@ -78,7 +78,8 @@ class Supervisor(Service):
             await self.recover()
             await self.sweep()
         except RedisUnavailable as e:
-            self.log.warn("heartbeat failed: {error}", error=str(e))
+            if store.connected:  # Redis away altogether is said once for the process, by pyrowire.redis_watch
+                self.log.warn("heartbeat failed: {error}", error=str(e))
         except Exception:
             self.log.failure("heartbeat or recovery failed")
 

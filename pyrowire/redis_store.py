@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from pyrowire.errors import RedisReplyError, RedisUnavailable
 from pyrowire.keys import TopicKeys
+from pyrowire.redis_watch import quiet
 from pyrowire.runconfig import RedisAddress
 from pyrowire.store import ScriptMissing, Store
 
@@ -34,10 +35,10 @@ def _connect(address: RedisAddress, poolsize: int, reply_timeout: float | None) 
     if address.username:
         common["username"] = address.username
     if address.kind == "unix":
-        return txredisapi.lazyUnixConnectionPool(address.path, poolsize=poolsize, **common)
-    return txredisapi.lazyConnectionPool(
+        return quiet(txredisapi.lazyUnixConnectionPool(address.path, poolsize=poolsize, **common))
+    return quiet(txredisapi.lazyConnectionPool(
         address.host, address.port, poolsize=poolsize, ssl_context_factory=address.kind == "tls", **common
-    )
+    ))
 
 
 def _unavailable(failure: Failure) -> Failure:

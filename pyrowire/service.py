@@ -17,11 +17,11 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 
+from pyrowire import listening, redis_watch
 from pyrowire.app import App
 from pyrowire.embedded import EmbeddedRedis
 from pyrowire.errors import ConfigurationError
@@ -68,6 +68,9 @@ class PyrowireService(MultiService):
         self.workers: list[TopicWorker] = []
         self.supervisor: Supervisor | None = None
         self.port: Any = None
+        self._binding: Deferred[listening.Listener] | None = None
+        self.listener: listening.Listener | None = None
+        self.watch: redis_watch.RedisWatch | None = None
         self.runtime: Runtime | None = None
         self.ready: Deferred[PyrowireService] = Deferred()
         self._starting: Deferred[None] | None = None
@@ -112,8 +115,19 @@ class PyrowireService(MultiService):
         else:
             self.log.error("pyrowire could not start: {error}", error=str(error))
 
+    def bind(self) -> None:
+        """Bind the listen address now, before anything starts: a description that does not parse or an
+        address that is taken raises its ConfigurationError here (twistd's makeService, pyrowire.run())."""
+        if self.config.listen and self._binding is None:
+            self._binding = listening.start_binding(self.reactor, self.config.listen, self._site())
+
     async def _start(self) -> None:
         config = self.config
+        if config.listen:
+            self.bind()
+            assert self._binding is not None
+            self.listener = await self._binding  # accepting nothing until _listen opens it
+            self.port = self.listener.port
         address = config.redis
         if address.kind == "embedded":
             self.embedded = EmbeddedRedis(self.reactor, os.path.join(os.getcwd(), ".pyrowire", "redis"))
@@ -122,6 +136,7 @@ class PyrowireService(MultiService):
             address = RedisAddress("unix", path=path)
         self.store.start(address)
         await self._wait_for_redis()
+        self.watch = redis_watch.watch(self.store, self.reactor, config.role, config.topics, bool(config.listen))
         self.twilio = TwilioClient(self.reactor)
         self.runtime = Runtime(self.store, Sender(self.twilio, self.store, self.reactor, self.metrics), self.reactor,
                                metrics=self.metrics)
@@ -157,20 +172,19 @@ class PyrowireService(MultiService):
         self.log.info("worker {worker} serving {topics} with concurrency {n}", worker=runtime.worker_id,
                       topics=", ".join(config.topics), n=config.concurrency)
 
-    async def _listen(self) -> None:
+    def _site(self) -> Any:
         # imported here: a worker that does not listen never loads Klein and werkzeug (~3.5 MB)
         from pyrowire.site import WebSite
         from pyrowire.web import root
 
         serves = self.app if self.config.role != "worker" else None
-        site = WebSite(root(serves, self.store, self.reactor, self.metrics, self.config.profile.public_url),
-                       access_log=self.config.profile.debug, reactor=self.reactor)
-        try:
-            endpoint = serverFromString(self.reactor, self.config.listen)
-            self.port = await endpoint.listen(site)
-        except Exception as e:
-            raise ConfigurationError("--listen", f"cannot listen on {self.config.listen}: {e}") from None
-        host = self.port.getHost()
+        return WebSite(root(serves, self.store, self.reactor, self.metrics, self.config.profile.public_url),
+                       access_log=self.config.profile.debug, reactor=self.reactor, metrics=self.metrics)
+
+    async def _listen(self) -> None:
+        assert self.listener is not None
+        self.listener.open()
+        host = self.listener.port.getHost()
         self.log.info("webhook listening on {host}:{port}", host=getattr(host, "host", host),
                       port=getattr(host, "port", ""))
 
@@ -181,9 +195,11 @@ class PyrowireService(MultiService):
     async def _stop(self) -> None:
         if self._starting is not None and not self._starting.called:
             self._starting.cancel()
-        if self.port is not None:
-            await self.port.stopListening()
-            self.port = None
+        if self._binding is not None and not self._binding.called:
+            self._binding.cancel()
+        if self.listener is not None:
+            await self.listener.close()
+            self.listener = self.port = None
         if self.workers:
             await defer.DeferredList([w.stopService() for w in self.workers if w.running], consumeErrors=True)
         if self.supervisor is not None and self.supervisor.running:
@@ -192,11 +208,13 @@ class PyrowireService(MultiService):
             await self.twilio.close()
         if self.app.runtime is self.runtime:
             self.app.runtime = self._previous_runtime
+        if self.watch is not None:
+            self.watch.stop()
         await self.store.stop()
         if self.embedded is not None and self.embedded.running:
             await self.embedded.stopService()
-        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
-            # drained cleanly: exit 0 rather than re-raise SIGTERM as stock twistd does
+        if getattr(self.reactor, "_exitSignal", None) in (signal.SIGTERM, signal.SIGINT):
+            # drained cleanly: exit 0 rather than re-raise the signal as stock twistd does (143, or 130 for Ctrl-C)
             self.reactor._exitSignal = None
         self.log.info("pyrowire stopped")
 
@@ -256,6 +274,7 @@ def run_foreground(app: App, environ: Mapping[str, str]) -> None:
     try:
         service = build_service(app, {}, environ, reactor, exit_on_fatal(reactor), handle_signals=True)
         config = logs.config_for(service.config.profile, environ)
+        service.bind()
     except ConfigurationError as e:
         sys.stderr.write(f"pyrowire: error: {e}\n")
         raise SystemExit(1) from None

@@ -6,8 +6,9 @@ refuses a malformed one with a :class:`ConfigurationError` naming the key.
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -20,6 +21,22 @@ DEFAULT_RETENTION = 10_000
 DEFAULT_SESSION_TTL = 24 * 60 * 60
 DEFAULT_ACCEPT = "Great, we'll get right back to you."
 DEFAULT_ERROR = "It seems like an error has occurred...please try again later."
+
+# Every key a settings file may use: a key outside these stops start-up with one line naming it
+# (a typo would otherwise be ignored in silence). SPEC section 4 names some that are accepted
+# before they do anything (ordered, session_ttl, opt_out, help_response, mps, console_password).
+TOPIC_KEYS = frozenset({
+    "send_on_accept", "accept_response", "error_response", "validators", "properties", "twilio",
+    "max_message_length", "validate_signature", "status_callback", "max_attempts", "retention",
+    "ordered", "session_ttl", "opt_out", "help_response",
+    # the 2014 voice-call keys of its settings template: accepted, unused
+    "call_timeout", "call_busy_response", "call_error_response",
+})
+TWILIO_KEYS = frozenset({"account_sid", "auth_token", "from_number", "messaging_service_sid", "sandbox", "api_base",
+                         "mps"})
+PROFILE_KEYS = frozenset({"debug", "log_level", "redis", "host", "port", "public_url", "key_prefix", "log_format",
+                          "console_password"})
+REDIS_KEYS = frozenset({"host", "port", "db", "password", "url"})
 
 
 @dataclass(frozen=True)
@@ -117,11 +134,27 @@ def _get(d: Mapping[str, Any], key: str, path: str, kind: type | tuple[type, ...
     return value
 
 
+def check_keys(raw: Mapping[Any, Any], path: str, known: Iterable[str]) -> None:
+    """Refuse the first key of ``raw`` that is not in ``known``, naming the nearest known one."""
+    names = sorted(known)
+    for key in raw:
+        if key in names:
+            continue
+        name = key if isinstance(key, str) else repr(key)
+        near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]}?" if near else f"known keys: {', '.join(names)}"
+        raise ConfigurationError(f"{path}.{name}", f"unknown key ({hint})")
+
+
 def _twilio(raw: Any, path: str) -> TwilioConfig:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigurationError(path, "must be a dict")
+    check_keys(raw, path, TWILIO_KEYS)
+    mps = _get(raw, "mps", path, (int, float), None)
+    if mps is not None and (isinstance(mps, bool) or mps <= 0):
+        raise ConfigurationError(f"{path}.mps", f"must be a number of segments per second above 0, not {mps!r}")
     sid = _get(raw, "account_sid", path, str, None) or None
     token = _get(raw, "auth_token", path, str, None) or None
     from_number = _get(raw, "from_number", path, str, None) or None
@@ -143,6 +176,8 @@ def _topic(name: str, raw: Any) -> Topic:
     path = f"TOPICS[{name!r}]"
     if not isinstance(raw, Mapping):
         raise ConfigurationError(path, "must be a dict")
+    check_keys(raw, path, TOPIC_KEYS)
+    _accepted_for_later(raw, path)
     twilio = _twilio(raw.get("twilio"), f"{path}.twilio")
     validators = _get(raw, "validators", path, (Mapping, list, tuple), {})
     if isinstance(validators, (list, tuple)):
@@ -182,6 +217,16 @@ def _topic(name: str, raw: Any) -> Topic:
     )
 
 
+def _accepted_for_later(raw: Mapping[str, Any], path: str) -> None:
+    """Type-check the topic keys SPEC section 4 names that nothing uses yet."""
+    _get(raw, "ordered", path, bool, None)
+    _get(raw, "opt_out", path, bool, None)
+    _get(raw, "help_response", path, str, None)
+    session_ttl = _get(raw, "session_ttl", path, int, None)
+    if session_ttl is not None and session_ttl < 1:
+        raise ConfigurationError(f"{path}.session_ttl", "must be at least 1")
+
+
 def _redis(raw: Any, path: str) -> RedisConfig:
     if raw is None:
         return RedisConfig(configured=False)
@@ -189,6 +234,7 @@ def _redis(raw: Any, path: str) -> RedisConfig:
         return RedisConfig(url=raw)
     if not isinstance(raw, Mapping):
         raise ConfigurationError(path, "must be a dict or a URL")
+    check_keys(raw, path, REDIS_KEYS)
     return RedisConfig(
         host=_get(raw, "host", path, str, "localhost"),
         port=_get(raw, "port", path, int, 6379),
@@ -202,6 +248,8 @@ def _profile(name: str, raw: Any) -> Profile:
     path = f"PROFILES[{name!r}]"
     if not isinstance(raw, Mapping):
         raise ConfigurationError(path, "must be a dict")
+    check_keys(raw, path, PROFILE_KEYS)
+    _get(raw, "console_password", path, str, None)
     port = _get(raw, "port", path, int, 62023)
     if not 0 <= port <= 65535:
         raise ConfigurationError(f"{path}.port", f"must be a port number, not {port}")

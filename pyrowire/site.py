@@ -7,6 +7,10 @@ over the limit is answered with 413 as soon as the headers are in, before any
 body byte is read, and a chunked body is counted chunk by chunk and refused
 the moment it passes the limit.  Either way nothing more is kept, the
 connection is closed, and the resource is never called.
+
+twisted.web closes a connection whose client does not finish a request within a minute
+(good), logging a line for each; 2,000 idle connections write 2,000 lines. The site counts
+them instead (``pyrowire_http_timeouts_total``) and logs one summary a minute at most.
 """
 
 from __future__ import annotations
@@ -15,13 +19,18 @@ from collections.abc import Mapping
 from io import BytesIO
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import ILogObserver, Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
+from zope.interface import provider
 
+from pyrowire.metrics import Metrics
 from pyrowire.webhook import MAX_BODY
+
+#: at most one line a minute about clients that timed out
+TIMEOUT_SUMMARY_SECONDS = 60.0
 
 
 def _size(limit: int) -> str:
@@ -122,18 +131,69 @@ class Root(Resource):
         return self.routed.render(request)
 
 
+@provider(ILogObserver)
+def _discard(event: Mapping[str, Any]) -> None:
+    """Where a channel's own per-client timeout lines go: the site counts and summarises them instead."""
+
+
+class QuietChannel(HTTPChannel):
+    """twisted.web's HTTP/1.1 channel, whose timed-out client is counted by its site rather than logged."""
+
+    # HTTPChannel logs through this only "Timing out client" and "Forcibly timing out client"
+    _log = Logger(observer=_discard)
+
+    def timeoutConnection(self) -> None:
+        site = getattr(self, "site", None)
+        if isinstance(site, WebSite):
+            site.client_timed_out()
+        super().timeoutConnection()
+
+
 class WebSite(Site):
-    """twisted.web's Site without tracebacks in error pages, access logs only when asked, bodies bounded."""
+    """twisted.web's Site without tracebacks in error pages, access logs only when asked, bodies bounded,
+    and timed-out clients counted and summarised instead of logged one by one."""
 
     displayTracebacks = False
     noisy = False
     requestFactory = LimitedRequest
+    # plain HTTP/1.1, what Twilio speaks, without twisted.web's HTTP/2-negotiating wrapper (which would need
+    # TLS with ALPN here, and always builds a stock HTTPChannel); its type says "the wrapper", any channel works
+    protocol = QuietChannel  # type: ignore[assignment]
+    _logger = Logger()  # Site.log is the access log
 
     def __init__(self, resource: IResource, access_log: bool = False, max_body: int = MAX_BODY,
-                 reactor: IReactorTime | None = None) -> None:
+                 reactor: IReactorTime | None = None, metrics: Metrics | None = None) -> None:
         super().__init__(resource, reactor=reactor)
         self.access_log = access_log
         self.max_body = max_body
+        self.metrics = metrics
+        self.timed_out = 0  # since the last summary
+        self._summary: IDelayedCall | None = None
+
+    def client_timed_out(self) -> None:
+        """Count a client that did not finish its request in time; a summary line follows within a minute."""
+        self.timed_out += 1
+        if self.metrics is not None:
+            self.metrics.http_timeout()
+        if self._summary is None:
+            self._summary = self.reactor.callLater(TIMEOUT_SUMMARY_SECONDS, self._summarise)
+
+    def _summarise(self) -> None:
+        self._summary = None
+        count, self.timed_out = self.timed_out, 0
+        if count:
+            self._logger.info(
+                "{count} client(s) did not finish a request within {timeout} s and were disconnected "
+                "(in the last {seconds:.0f} s; counted in pyrowire_http_timeouts_total)",
+                count=count, timeout=self.timeOut, seconds=TIMEOUT_SUMMARY_SECONDS, outcome="timeout")
+
+    def stopFactory(self) -> None:
+        """Say what is still to be said about timed-out clients, and leave no timer behind."""
+        if self._summary is not None:
+            if self._summary.active():
+                self._summary.cancel()
+            self._summarise()
+        super().stopFactory()
 
     def log(self, request: Any) -> None:
         if self.access_log:

@@ -18,14 +18,19 @@ from twisted.python import usage
 from pyrowire import logs
 from pyrowire.app import App
 from pyrowire.errors import ConfigurationError
-from pyrowire.service import build_service, exit_on_fatal
+from pyrowire.service import Fatal, build_service, exit_on_fatal
+from pyrowire.version import __version__
+
+#: twistd's --pidfile, recorded by Options (removed when start-up fails after twistd wrote it)
+twistd_pidfile: str | None = None
 
 
 class Options(usage.Options):
     """The options of ``twistd pyrowire`` (each also read from the environment, see SPEC §3)."""
 
     synopsis = "[options]"
-    longdesc = "Run a pyrowire application: the Twilio webhook, the workers, or both."
+    longdesc = (f"pyrowire {__version__}: run a pyrowire application, the Twilio webhook, the workers, or both. "
+                "Give each option its whole name: twistd also takes a prefix of one (--rol for --role).")
 
     optParameters: ClassVar[list[list[str | None]]] = [
         ["app", "a", None, "the application, MODULE[:ATTR] (env PYROWIRE_APP)"],
@@ -41,8 +46,18 @@ class Options(usage.Options):
         super().__init__()
         self["topics"] = []
 
+    def opt_version(self) -> None:
+        """print pyrowire's version and Twisted's, and exit"""
+        from twisted import __version__ as twisted_version
+
+        sys.stdout.write(f"pyrowire {__version__} (Twisted {twisted_version})\n")
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
+        global twistd_pidfile
         parent = getattr(self, "parent", None)
+        if parent is not None:
+            twistd_pidfile = parent.get("pidfile") or None
         if parent is not None and not parent.get("logger"):
             # pyrowire's own observer (level and format from the profile), unless --logger was given
             logs.twistd_target = (parent.get("logfile"), bool(parent.get("nodaemon")))
@@ -78,8 +93,14 @@ def load_app(spec: str, option: str = "--app") -> App:
     raise ConfigurationError(option, f"{module_name!r} defines no pyrowire App (expected an attribute 'app')")
 
 
-def service_from(options: Mapping[str, Any], environ: Mapping[str, str], reactor: Any = None) -> IService:
-    """The service for these options, or one line on stderr and exit status 1."""
+def service_from(options: Mapping[str, Any], environ: Mapping[str, str], reactor: Any = None,
+                 app_option: str = "--app") -> IService:
+    """The service for these options, or one line on stderr and exit status 1.
+
+    The listen address is bound here, before twistd writes its pid file and before anything
+    starts, so a taken port or a bad description leaves nothing behind. ``app_option`` is how
+    the application is named where it is missing (``PYROWIRE_APP`` for pyrowire.tac).
+    """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
@@ -87,15 +108,40 @@ def service_from(options: Mapping[str, Any], environ: Mapping[str, str], reactor
     try:
         spec = options.get("app") or environ.get("PYROWIRE_APP")
         if not spec:
-            raise ConfigurationError("--app", "name the application module, e.g. --app app")
+            example = "PYROWIRE_APP=app" if app_option == "PYROWIRE_APP" else f"{app_option} app"
+            raise ConfigurationError(app_option, f"name the application module, e.g. {example}")
         app = load_app(str(spec), "--app" if options.get("app") else "PYROWIRE_APP")
-        service = build_service(app, options, environ, reactor, exit_on_fatal(reactor), handle_signals=True)
+        service = build_service(app, options, environ, reactor, _without_pidfile(exit_on_fatal(reactor), reactor),
+                                handle_signals=True)
         logs.configure(logs.config_for(service.config.profile, environ))
+        service.bind()
         return service
     except ConfigurationError as e:
         sys.stderr.write(f"pyrowire: error: {e}\n")
         sys.stderr.flush()
         raise SystemExit(1) from None
+
+
+def _without_pidfile(fatal: Fatal, reactor: Any) -> Fatal:
+    """``fatal``, first arranging that twistd's pid file goes with the process (it exits without removing it)."""
+
+    def on_fatal(error: ConfigurationError) -> None:
+        if twistd_pidfile:
+            # registered before fatal's own "after shutdown" trigger, which exits: triggers run in order
+            reactor.addSystemEventTrigger("after", "shutdown", _remove_pidfile, twistd_pidfile)
+        fatal(error)
+
+    return on_fatal
+
+
+def _remove_pidfile(path: str) -> None:
+    try:
+        with open(path) as f:
+            ours = f.read().strip() == str(os.getpid())
+        if ours:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def makeService(options: Options) -> IService:

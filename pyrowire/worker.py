@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from pyrowire import envelope, logs
 from pyrowire.calls import call_user
 from pyrowire.errors import PyrowireError, RedisReplyError, RedisUnavailable
+from pyrowire.redis_watch import explains
 from pyrowire.retry import handler_delay, redis_delay
 from pyrowire.settings import Topic
 from pyrowire.store import Popper, SessionChange, Taken
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 POP_TIMEOUT = 5
+# runs a message may have beyond max_attempts when workers die under it: a SIGKILLed worker's message
+# is run again (SPEC section 6) even with max_attempts 1, but one that kills every worker taking it
+# is given up after max_attempts + CRASH_RERUNS runs
+CRASH_RERUNS = 2
 
 
 def _observe(d: Deferred[Any]) -> Deferred[None]:
@@ -167,7 +172,7 @@ class TopicWorker(Service):
             except Exception as e:
                 if not self.running:
                     return
-                if failures == 0:
+                if failures == 0 and not explains(e):  # Redis away: said once for the process by redis_watch
                     self.log.warn("taking from {topic} failed, retrying: {error}", topic=self.topic.name, error=str(e))
                 await self._sleep(redis_delay(failures))
                 failures += 1
@@ -249,11 +254,11 @@ class TopicWorker(Service):
         number = message.get("number")
         conversation = str(number) if topic.ordered and number is not None else None
         base = {"worker": rt.worker_id, "attempt": taken.runs, "received_at": queued.received_at}
-        if taken.runs > topic.max_attempts:
-            # counted before each run: the runs past the last failure were never finished
+        if taken.runs > topic.max_attempts + CRASH_RERUNS:
+            # runs are counted before they start: the ones that never finished killed their worker
             await self._give_up(payload, message, taken.runs - 1,
-                                f"the worker died while handling it (run {taken.runs - 1} of {topic.max_attempts} "
-                                "never finished)", conversation)
+                                f"the worker died while handling it ({taken.runs - 1} runs started, "
+                                f"max_attempts {topic.max_attempts})", conversation)
             return
         previous = (await self._persist(lambda: rt.store.sent(topic.name, sid)) or {}) if taken.runs > 1 else {}
         exchange = rt.outbound.begin(sid, previous)
@@ -381,7 +386,7 @@ class TopicWorker(Service):
                     self.log.warn("{topic}: Redis failed while stopping; message left in flight: {error}",
                                   topic=self.topic.name, error=str(e))
                     return None
-                if failures == 0:
+                if failures == 0 and not explains(e):
                     self.log.warn("{topic}: Redis failed, retrying: {error}", topic=self.topic.name, error=str(e))
                 await deferLater(self.clock, redis_delay(failures))
                 failures += 1

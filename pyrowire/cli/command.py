@@ -3,9 +3,10 @@
 ``pyrowire init [DIR]`` writes a new application (see :mod:`pyrowire.cli.scaffold`);
 ``pyrowire send URL --from N --body T [--wait]`` and ``pyrowire chat URL --from N``
 text a running app as a phone would (see :mod:`pyrowire.cli.phone`);
-``pyrowire dead list|requeue TOPIC [--redis URL] [--prefix P]`` lists or re-queues a
-topic's dead letters. Every command runs on the reactor (``task.react``) and talks to
-Redis through the same store the daemon uses.
+``pyrowire dead list|requeue TOPIC`` lists or re-queues a topic's dead letters. ``dead``
+and ``send --wait`` read the app's settings as the daemon does (``--app``, ``--profile``,
+``--redis``; see :mod:`pyrowire.cli.deployment`). Every command runs on the reactor
+(``task.react``) and talks to Redis through the same store the daemon uses.
 """
 
 from __future__ import annotations
@@ -20,42 +21,90 @@ from typing import Any, TextIO
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import react
 from twisted.web.client import Agent
 
-from pyrowire.cli import phone, scaffold
+from pyrowire.cli import deployment, phone, scaffold
 from pyrowire.errors import ConfigurationError, RedisUnavailable
 from pyrowire.redis_store import RedisStore
-from pyrowire.runconfig import RedisAddress, parse_redis_url
+from pyrowire.version import __version__
 
-CONNECT_SECONDS = 5.0
+CONNECT_SECONDS = deployment.CONNECT_SECONDS
+CLOSE_SECONDS = 5.0
+
+DESCRIPTION = """pyrowire's command-line tools: write a new application, text a running one as a phone
+would, and manage dead letters. The daemon itself (webhook and workers) runs under twistd:
+
+  twistd -n pyrowire --app app      (its options: twistd pyrowire --help)"""
+
+DEAD_DESCRIPTION = """List or re-queue the dead letters of a topic: the messages whose handler failed
+max_attempts times. The app's settings (--app, default app in this folder) say which topics
+exist and where the daemon's Redis is, as they do for twistd pyrowire."""
+
+DEAD_EPILOG = """arguments of list and requeue (details: pyrowire dead list --help):
+  TOPIC                a topic of the app
+  --app MODULE[:ATTR]  the application (default $PYROWIRE_APP, else app in this folder)
+  --profile NAME       which entry of PROFILES (default $ENV, else dev)
+  --redis URL          the daemon's Redis (default $REDIS_URL, else the profile's)
+  --prefix P           the key prefix (default the profile's key_prefix)"""
+
+
+def _deployment_options() -> argparse.ArgumentParser:
+    """The options that say which deployment's Redis to use (shared by dead and send --wait)."""
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("where the daemon's Redis is (default: what the app's settings say)")
+    group.add_argument("--app", metavar="MODULE[:ATTR]",
+                       help="the application, as for twistd pyrowire (default $PYROWIRE_APP, else app in this folder)")
+    group.add_argument("--profile", metavar="NAME", help="which entry of PROFILES (default $ENV, else dev)")
+    group.add_argument("--redis", metavar="URL",
+                       help="the Redis URL (default $REDIS_URL, else the profile's; embedded is this folder's server)")
+    group.add_argument("--prefix", metavar="P", help="the key prefix (default the profile's key_prefix, else pyrowire)")
+    return options
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyrowire", description="pyrowire's command-line tools")
-    commands = parser.add_subparsers(dest="command", required=True)
-    dead = commands.add_parser("dead", help="list or re-queue a topic's dead letters")
-    dead.add_argument("action", choices=("list", "requeue"))
-    dead.add_argument("topic")
-    dead.add_argument("--redis", help="Redis URL (default $REDIS_URL, else the embedded server of this folder)")
-    dead.add_argument("--prefix", default="pyrowire", help="the deployment's key prefix (default pyrowire)")
+    parser = argparse.ArgumentParser(prog="pyrowire", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"pyrowire {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{init,send,chat,dead}")
+    where = _deployment_options()
 
-    init = commands.add_parser("init", help="write a new, working pyrowire application")
+    init = commands.add_parser("init", help="write a new, working pyrowire application",
+                               description="Write app.py, settings.py, Procfile, requirements.txt, test_app.py "
+                                           "and .gitignore: an app that runs with twistd -n pyrowire --app app.")
     init.add_argument("directory", nargs="?", default=".", help="where to write it (default: here)")
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
 
-    send = commands.add_parser("send", help="text a pyrowire webhook as Twilio would, and print the answer")
+    send = commands.add_parser("send", parents=[where],
+                               help="text a pyrowire webhook as Twilio would, and print the TwiML it answers",
+                               description="Post a Twilio-signed webhook and print the TwiML document the webhook "
+                                           "answered; with --wait, then the replies the handler sent.")
     _phone_arguments(send)
     send.add_argument("--body", required=True, help="the text of the message")
     send.add_argument("--media", action="append", default=[], metavar="URL", help="a media URL (repeatable)")
-    send.add_argument("--raw", action="store_true", help="also print the raw TwiML answer")
     send.add_argument("--wait", nargs="?", type=_seconds, const=phone.WAIT_SECONDS, default=None,
                       metavar="SECONDS", help="also print the sandbox replies, waiting up to SECONDS (default 10)")
 
-    chat = commands.add_parser("chat", help="a phone in the terminal: each line read is texted to the webhook")
+    chat = commands.add_parser("chat", parents=[where],
+                               help="a phone in the terminal: each line read is texted to the webhook",
+                               description="Text the webhook one line at a time, printing the answer and "
+                                           "the replies to each, until the end of input.")
     _phone_arguments(chat)
     chat.add_argument("--wait", type=_seconds, default=phone.WAIT_SECONDS, metavar="SECONDS",
                       help="how long to wait for the replies to each line (default 10)")
+
+    dead = commands.add_parser("dead", help="list or re-queue a topic's dead letters", description=DEAD_DESCRIPTION,
+                               epilog=DEAD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = dead.add_subparsers(dest="action", required=True, metavar="{list,requeue}")
+    listing = actions.add_parser("list", parents=[where], help="print the topic's dead letters, oldest first",
+                                 description="Print each dead letter of TOPIC, oldest first: its MessageSid, "
+                                             "sender, time received and text; then how many there are.")
+    listing.add_argument("topic", metavar="TOPIC", help="a topic of the app")
+    requeue = actions.add_parser("requeue", parents=[where],
+                                 help="move the topic's dead letters back to its queue",
+                                 description="Move every dead letter of TOPIC back to its queue, to be handled "
+                                             "again (each with max_attempts afresh).")
+    requeue.add_argument("topic", metavar="TOPIC", help="a topic of the app")
     return parser
 
 
@@ -77,29 +126,11 @@ def _phone_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auth-token", help="sign with this auth token (default $TWILIO_AUTH_TOKEN)")
     parser.add_argument("--timeout", type=_seconds, default=phone.HTTP_TIMEOUT, metavar="SECONDS",
                         help="how long to wait for the webhook's answer (default 10)")
-    parser.add_argument("--redis", help="Redis URL for the replies (default $REDIS_URL, else this folder's embedded)")
-    parser.add_argument("--prefix", default="pyrowire", help="the deployment's key prefix (default pyrowire)")
 
 
-def redis_address(url: str | None, environ: Mapping[str, str], cwd: str) -> RedisAddress:
-    """The Redis to use: --redis, else $REDIS_URL, else the embedded server running in ``cwd``."""
-    url = url or environ.get("REDIS_URL") or "embedded"
-    if url == "embedded":
-        return RedisAddress("unix", path=os.path.join(cwd, ".pyrowire", "redis", "redis.sock"))
-    return parse_redis_url(url)
-
-
-async def connected_store(reactor: Any, address: RedisAddress, prefix: str,
-                          factory: Callable[..., RedisStore] = RedisStore) -> RedisStore:
-    store = factory(address, prefix=prefix)
-    store.start()
-    deadline = reactor.seconds() + CONNECT_SECONDS
-    while not store.connected:
-        if reactor.seconds() >= deadline:
-            await store.stop()
-            raise ConfigurationError("--redis", f"cannot reach Redis at {address.display()}")
-        await deferLater(reactor, 0.05)
-    return store
+def locate(args: argparse.Namespace, environ: Mapping[str, str], cwd: str) -> deployment.Deployment:
+    """The deployment the command's --app, --profile, --redis and --prefix name."""
+    return deployment.locate(args.app, args.profile, args.redis, args.prefix, environ, cwd)
 
 
 def describe_dead_letter(raw: str) -> str:
@@ -114,8 +145,11 @@ def describe_dead_letter(raw: str) -> str:
         return f"(unreadable) {raw[:80]!r}"
 
 
-async def dead(reactor: Any, args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
-    store = await connected_store(reactor, redis_address(args.redis, environ, os.getcwd()), args.prefix)
+async def dead(reactor: Any, args: argparse.Namespace, environ: Mapping[str, str], out: TextIO,
+               effects: Effects) -> int:
+    where = locate(args, environ, effects.cwd or os.getcwd())
+    where.check_topic(args.topic)
+    store = await deployment.connect(reactor, where, effects.store_factory, effects.probe)
     try:
         if args.action == "list":
             letters = await store.lrange(store.keys(args.topic).dead)
@@ -141,17 +175,19 @@ def init(args: argparse.Namespace, out: phone.Output) -> int:
 
 
 class Effects:
-    """What ``send`` and ``chat`` touch, injectable: the HTTP client, the outbox store (or how to
-    connect one), the input lines and the folder whose embedded Redis is the default."""
+    """What the commands touch, injectable: the HTTP client, the outbox store (or how to connect one and
+    probe its address first), the input lines and the folder whose app and embedded Redis are the default."""
 
     def __init__(self, http: Any = None, outbox: phone.Outbox | None = None,
                  next_line: Callable[[], Deferred[str | None]] | None = None, cwd: str | None = None,
-                 store_factory: Callable[..., RedisStore] = RedisStore) -> None:
+                 store_factory: Callable[..., RedisStore] = RedisStore,
+                 probe: deployment.Probe | None = deployment._probe) -> None:
         self.http = http
         self.outbox = outbox
         self.next_line = next_line
         self.cwd = cwd
         self.store_factory = store_factory
+        self.probe = probe
 
 
 async def _talk(reactor: Any, args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, err: TextIO,
@@ -161,8 +197,8 @@ async def _talk(reactor: Any, args: argparse.Namespace, environ: Mapping[str, st
     outbox, store = effects.outbox, None
     if waits and outbox is None:
         phone.topic_of(args.url)  # a bad URL is reported before connecting to Redis
-        address = redis_address(args.redis, environ, effects.cwd or os.getcwd())
-        outbox = store = await connected_store(reactor, address, args.prefix, effects.store_factory)
+        where = locate(args, environ, effects.cwd or os.getcwd())
+        outbox = store = await deployment.connect(reactor, where, effects.store_factory, effects.probe)
     try:
         talker = phone.Phone(args.url, args.sender, http=http, clock=reactor, to=args.to,
                              auth_token=args.auth_token or environ.get("TWILIO_AUTH_TOKEN") or None,
@@ -170,7 +206,7 @@ async def _talk(reactor: Any, args: argparse.Namespace, environ: Mapping[str, st
                              timeout=args.timeout, outbox=outbox)
         if args.command == "chat":
             return await _chat(reactor, talker, args, out, err, effects)
-        waited = await phone.converse(talker, args.body, out, media=args.media, raw=args.raw, wait=args.wait)
+        waited = await phone.converse(talker, args.body, out, media=args.media, twiml=True, wait=args.wait)
         if waited is not None:
             problem = phone.wait_problem(waited, "the message", args.wait)
             if problem:
@@ -197,7 +233,7 @@ async def _chat(reactor: Any, talker: phone.Phone, args: argparse.Namespace, out
         if terminal.transport is not None:
             terminal.transport.loseConnection()  # flushes what is still to be written, then closes
         try:
-            await terminal.closed.addTimeout(CONNECT_SECONDS, reactor)
+            await terminal.closed.addTimeout(CLOSE_SECONDS, reactor)
         except TimeoutError:
             pass
 
@@ -205,14 +241,16 @@ async def _chat(reactor: Any, talker: phone.Phone, args: argparse.Namespace, out
 async def run(reactor: Any, argv: Sequence[str], environ: Mapping[str, str], out: TextIO, err: TextIO,
               effects: Effects | None = None) -> int:
     args = _parser().parse_args(list(argv))
+    effects = effects or Effects()
     try:
         if args.command == "dead":
-            return await dead(reactor, args, environ, out)
+            return await dead(reactor, args, environ, out, effects)
         if args.command == "init":
             return init(args, out)
         if args.command in ("send", "chat"):
-            return await _talk(reactor, args, environ, out, err, effects or Effects())
-    except (ConfigurationError, RedisUnavailable, phone.PhoneError, scaffold.WouldOverwrite, OSError) as e:
+            return await _talk(reactor, args, environ, out, err, effects)
+    except (ConfigurationError, RedisUnavailable, deployment.UnknownTopic, phone.PhoneError,
+            scaffold.WouldOverwrite, OSError) as e:
         err.write(f"pyrowire: error: {e}\n")
         return 1
     return 2

@@ -288,13 +288,17 @@ def _reason(e: BaseException) -> str:
     return text or type(e).__name__
 
 
-async def converse(phone: Phone, body: str, out: Output, *, media: Sequence[str] = (), raw: bool = False,
+async def converse(phone: Phone, body: str, out: Output, *, media: Sequence[str] = (), twiml: bool = False,
                    wait: float | None = None) -> Waited | None:
-    """Send one text and write the answer (and, with ``wait``, each reply as it comes) to ``out``."""
+    """Send one text and write the answer (and, with ``wait``, each reply as it comes) to ``out``.
+
+    With ``twiml`` the answer is the TwiML document exactly as the webhook returned it (``send``);
+    without, the text of its messages, as a phone shows them (``chat``).
+    """
     answer = await phone.send(body, media)
-    if raw:
-        out.write(answer.twiml.rstrip("\n") + "\n")
-    if answer.messages:
+    if twiml:
+        out.write(answer.twiml if answer.twiml.endswith("\n") else answer.twiml + "\n")
+    elif answer.messages:
         for text in answer.messages:
             out.write(text + "\n")
     else:

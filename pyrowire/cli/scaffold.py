@@ -7,10 +7,13 @@ the environment; the ``dev`` profile runs an embedded Redis, so the folder runs 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from importlib import metadata
 
 from pyrowire.errors import PyrowireError
+from pyrowire.version import __version__
 
 TOPIC = "hello"
 PORT = 62023
@@ -103,8 +106,58 @@ PROCFILE = """web: twistd -n pyrowire --app app --role web
 worker: twistd -n pyrowire --app app --role worker
 """
 
-REQUIREMENTS = """pyrowire[embedded]
+GITIGNORE = """.venv/
+.pyrowire/
+__pycache__/
+.pytest_cache/
+twistd.pid
+twistd.log
 """
+
+_INDEX_WARNING = f"""# pyrowire {__version__}. The "pyrowire" on the package index is the 2014 project (0.8.1)
+# that this one succeeds: a bare "pyrowire" line would install that instead.
+"""
+
+_LOCAL_SOURCE = """# The line below names the folder pyrowire was installed from on this machine. Where that
+# folder cannot be seen (Heroku), name a source that can be reached instead, e.g. a git URL:
+#   pyrowire[embedded] @ git+https://github.com/OWNER/pyrowire@COMMIT
+"""
+
+
+def installed_source() -> str | None:
+    """The ``direct_url.json`` of the installed pyrowire (PEP 610): where pip installed it from, if not an index."""
+    # an editable install can also show as an .egg-info in its source folder, without direct_url.json
+    for dist in metadata.distributions(name="pyrowire"):
+        found = dist.read_text("direct_url.json")
+        if found:
+            return found
+    return None
+
+
+def requirement(direct_url: str | None) -> str:
+    """The requirement that installs this pyrowire, with its embedded extra, from where it came from.
+
+    ``direct_url`` is the text of PEP 610's ``direct_url.json``; None means the package
+    index, where only a version at least this one's is ours.
+    """
+    try:
+        origin = json.loads(direct_url) if direct_url else None
+    except ValueError:
+        origin = None
+    url = origin.get("url") if isinstance(origin, dict) else None
+    if not isinstance(url, str) or not url:
+        return f"pyrowire[embedded]>={__version__}"
+    vcs = origin.get("vcs_info") if isinstance(origin, dict) else None
+    if isinstance(vcs, dict) and vcs.get("vcs") and vcs.get("commit_id"):
+        return f"pyrowire[embedded] @ {vcs['vcs']}+{url}@{vcs['commit_id']}"
+    return f"pyrowire[embedded] @ {url}"
+
+
+def requirements(direct_url: str | None) -> str:
+    """The text of the generated requirements.txt."""
+    line = requirement(direct_url)
+    notes = _INDEX_WARNING + (_LOCAL_SOURCE if " @ file:" in line else "")
+    return f"{notes}{line}\n"
 
 TEST_APP = f'''"""Tests of the {TOPIC} handler, in memory: no Redis, no network, no Twilio account.
 
@@ -123,8 +176,8 @@ NUMBER = "+15551234567"
 @pytest_twisted.ensureDeferred
 async def test_a_text_gets_a_friendly_reply():
     """A text to {TOPIC} is accepted with the accept answer and replied to by one SMS to its sender."""
-    tester = AppTester(app)
-    result = await tester.feed("{TOPIC}", body="hi there", number=NUMBER)
+    async with AppTester(app) as tester:
+        result = await tester.feed("{TOPIC}", body="hi there", number=NUMBER)
     assert result.accepted
     assert result.answer == "Thanks! A reply is on its way."
     assert [(m["to"], m["body"]) for m in result.sent] == [(NUMBER, "Hello! You said: hi there")]
@@ -133,20 +186,25 @@ async def test_a_text_gets_a_friendly_reply():
 @pytest_twisted.ensureDeferred
 async def test_an_empty_text_is_refused():
     """An empty text is refused by the length validator, in the TwiML answer, and nothing is sent."""
-    tester = AppTester(app)
-    result = await tester.feed("{TOPIC}", body="", number=NUMBER)
+    async with AppTester(app) as tester:
+        result = await tester.feed("{TOPIC}", body="", number=NUMBER)
     assert not result.accepted
     assert result.answer == "Your message was empty or too long."
     assert result.sent == []
 '''
 
-FILES: Mapping[str, str] = {
-    "app.py": APP,
-    "settings.py": SETTINGS,
-    "Procfile": PROCFILE,
-    "requirements.txt": REQUIREMENTS,
-    "test_app.py": TEST_APP,
-}
+
+
+def files(direct_url: str | None = None) -> dict[str, str]:
+    """Every file ``init`` writes, by name; requirements.txt names where ``direct_url`` says pyrowire came from."""
+    return {
+        "app.py": APP,
+        "settings.py": SETTINGS,
+        "Procfile": PROCFILE,
+        "requirements.txt": requirements(direct_url),
+        "test_app.py": TEST_APP,
+        ".gitignore": GITIGNORE,
+    }
 
 
 class WouldOverwrite(PyrowireError):
@@ -161,16 +219,35 @@ class WouldOverwrite(PyrowireError):
         return f"{', '.join(self.names)} already in {self.directory}; use --force to overwrite"
 
 
-def write(directory: str, force: bool = False, files: Mapping[str, str] = FILES) -> list[str]:
-    """Write ``files`` into ``directory`` (created if missing); answers the names written.
-
-    Without ``force``, nothing is written when any of them exists already.
+def write(directory: str, force: bool = False, contents: Mapping[str, str] | None = None) -> list[str]:
+    """Write ``contents`` (default: :func:`files` for the installed pyrowire) into ``directory``, created if
+    missing; answers the names written. Without ``force``, nothing is written when any of them exists already.
     """
-    existing = [name for name in files if os.path.lexists(os.path.join(directory, name))]
+    if contents is None:
+        contents = files(installed_source())
+    # an existing .gitignore is added to, never replaced
+    existing = [name for name in contents if name != ".gitignore" and os.path.lexists(os.path.join(directory, name))]
     if existing and not force:
         raise WouldOverwrite(directory, existing)
     os.makedirs(directory, exist_ok=True)
-    for name, text in files.items():
-        with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+    for name, text in contents.items():
+        path = os.path.join(directory, name)
+        if name == ".gitignore" and os.path.isfile(path):
+            text = _missing_lines(path, text)
+            mode = "a"
+        else:
+            mode = "w"
+        with open(path, mode, encoding="utf-8") as f:
             f.write(text)
-    return list(files)
+    return list(contents)
+
+
+def _missing_lines(path: str, wanted: str) -> str:
+    """The lines of ``wanted`` that the file at ``path`` lacks, to append (after a newline if it needs one)."""
+    with open(path, encoding="utf-8") as f:
+        present = f.read()
+    have = {line.strip() for line in present.splitlines()}
+    missing = [line for line in wanted.splitlines() if line.strip() not in have]
+    if not missing:
+        return ""
+    return ("" if present.endswith("\n") or not present else "\n") + "\n".join(missing) + "\n"

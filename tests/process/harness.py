@@ -166,9 +166,10 @@ class PyrowireProcess:
 
         wait_for(seen, timeout, f"{text!r} in the log")
 
-    def terminate(self, timeout: float = 30.0) -> int:
+    def terminate(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` (SIGTERM; SIGINT is Ctrl-C) unless the process has ended, and return its exit status."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(sig)
         code = self.process.wait(timeout)
         self._log.close()
         return code

@@ -1,10 +1,12 @@
-"""The ``pyrowire`` console command against real processes: init, twistd on the generated app, send, chat."""
+"""The ``pyrowire`` console command against real processes: init, twistd on the generated app, send, chat, dead."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,9 @@ PYROWIRE = os.path.join(os.path.dirname(sys.executable), "pyrowire")
 COMMAND_TIMEOUT = 60.0
 NUMBER = "+15551234567"
 ACCEPT = "Thanks! A reply is on its way."
+HEADER = '<?xml version="1.0" encoding="UTF-8"?>'
+ACCEPT_TWIML = f"{HEADER}<Response><Message>{ACCEPT}</Message></Response>"
+FILES = "app.py, settings.py, Procfile, requirements.txt, test_app.py, .gitignore"
 
 
 def clean_env() -> dict[str, str]:
@@ -36,24 +41,29 @@ def init(tmp_path: Path) -> Path:
     folder = tmp_path / "myapp"
     done = pyrowire(tmp_path, "init", "myapp")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("wrote app.py, settings.py, Procfile, requirements.txt, test_app.py in myapp")
+    assert done.stdout.startswith(f"wrote {FILES} in myapp")
     return folder
 
 
 def test_generated_app_runs_and_answers_send_and_chat(tmp_path: Path) -> None:
-    """The app init writes runs under twistd on an embedded Redis; send --wait and chat print its replies."""
+    """The app init writes runs under twistd on an embedded Redis; send prints the TwiML and, with --wait, the
+    replies; chat prints both; dead lists the topic's letters. The CLI finds the daemon's Redis and key
+    prefix in the app's settings, untold; Ctrl-C (SIGINT) stops the daemon with status 0."""
     folder = init(tmp_path)
+    settings = folder / "settings.py"
+    settings.write_text(settings.read_text().replace('"debug": True,', '"debug": True, "key_prefix": "myapp",', 1))
     port = free_port()
-    process = PyrowireProcess(folder, ["-n", "--pidfile=", "pyrowire", "--app", "app",
+    process = PyrowireProcess(folder, ["-n", "pyrowire", "--app", "app",
                                        "--listen", f"tcp:port={port}:interface=127.0.0.1"], clean_env())
     url = f"http://127.0.0.1:{port}/queue/hello"
     try:
         process.wait_healthy(f"http://127.0.0.1:{port}", timeout=30)
+        assert (folder / "twistd.pid").exists()
         assert (folder / ".pyrowire" / "redis" / "redis.sock").exists()
 
         sent = pyrowire(folder, "send", url, "--from", NUMBER, "--body", "hi", "--wait")
         assert (sent.returncode, sent.stderr) == (0, "")
-        assert sent.stdout == f"{ACCEPT}\n< Hello! You said: hi\n"
+        assert sent.stdout == f"{ACCEPT_TWIML}\n< Hello! You said: hi\n"
 
         chat = pyrowire(folder, "chat", url, "--from", NUMBER, stdin="good morning\nbye\n")
         assert (chat.returncode, chat.stderr) == (0, "")
@@ -62,12 +72,20 @@ def test_generated_app_runs_and_answers_send_and_chat(tmp_path: Path) -> None:
 
         refused = pyrowire(folder, "send", url, "--from", NUMBER, "--body", "", "--wait", "1")
         assert (refused.returncode, refused.stderr) == (0, "")
-        assert refused.stdout == ("Your message was empty or too long.\n"
-                                  "(refused by the length validator: nothing was queued)\n")
+        assert refused.stdout == (f"{HEADER}<Response><Message>Your message was empty or too long.</Message>"
+                                  "</Response>\n(refused by the length validator: nothing was queued)\n")
+
+        listed = pyrowire(folder, "dead", "list", "hello")
+        assert (listed.returncode, listed.stdout, listed.stderr) == (0, "0 dead letters in hello\n", "")
+        unknown = pyrowire(folder, "dead", "list", "nope")
+        assert (unknown.returncode, unknown.stdout) == (1, "")
+        assert unknown.stderr == "pyrowire: error: unknown topic 'nope' (configured: hello)\n"
     finally:
-        code = process.terminate()
+        code = process.terminate(sig=signal.SIGINT)
     assert code == 0, process.output
     assert "sandbox reply" in process.output
+    assert "overcommit" not in process.output  # the dev profile logs at debug level: not even there
+    assert not (folder / "twistd.pid").exists()
 
 
 def test_send_to_a_closed_port_is_one_line(tmp_path: Path) -> None:
@@ -98,3 +116,38 @@ def test_generated_tests_pass(tmp_path: Path) -> None:
                           cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
+
+
+def test_unreachable_redis_is_one_line_saying_how_to_name_it(tmp_path: Path) -> None:
+    """dead with no daemon running, or with a Redis nothing answers at, says within a second how to name the
+    daemon's Redis (--redis or REDIS_URL), exit 1."""
+    folder = init(tmp_path)
+    started = time.monotonic()
+    embedded = pyrowire(folder, "dead", "list", "hello")
+    elapsed = time.monotonic() - started  # the process's own start-up included: the wait itself is under 1 s
+    assert (embedded.returncode, embedded.stdout) == (1, "")
+    assert embedded.stderr == (
+        f"pyrowire: error: --redis: no pyrowire with an embedded Redis is running in {folder} "
+        "(no .pyrowire/redis/redis.sock); start it there with `twistd -n pyrowire --app app`, "
+        "or name the daemon's Redis with --redis URL or REDIS_URL\n")
+    assert elapsed < 3
+    port = free_port()
+    refused = pyrowire(folder, "dead", "requeue", "hello", "--redis", f"redis://127.0.0.1:{port}/0")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == (f"pyrowire: error: --redis: cannot reach Redis at redis://127.0.0.1:{port}/0 "
+                              "(connection refused); name the daemon's Redis with --redis URL or REDIS_URL\n")
+
+
+def test_versions(tmp_path: Path) -> None:
+    """pyrowire --version and twistd pyrowire --version print the version, and twistd pyrowire --help shows it."""
+    import pyrowire as package
+
+    version = pyrowire(tmp_path, "--version")
+    assert (version.returncode, version.stdout) == (0, f"pyrowire {package.__version__}\n")
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    shown = subprocess.run([twistd, "pyrowire", "--version"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                           text=True, timeout=COMMAND_TIMEOUT)
+    assert shown.returncode == 0 and shown.stdout.startswith(f"pyrowire {package.__version__} (Twisted ")
+    helped = subprocess.run([twistd, "pyrowire", "--help"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                            text=True, timeout=COMMAND_TIMEOUT)
+    assert helped.returncode == 0 and f"pyrowire {package.__version__}: run a pyrowire application" in helped.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -55,7 +56,8 @@ def persistent_redis() -> Iterator[RedisServer]:
 
 
 def test_redis_restart_under_a_running_process(tmp_path: Path, persistent_redis: RedisServer) -> None:
-    """While Redis is down the webhook answers error TwiML and /health 503; after it is back, all resumes."""
+    """While Redis is down the webhook answers error TwiML and /health 503; after it is back, all resumes. The log
+    says so in one line each way, not once per connection and retry."""
     deployment = Deployment(tmp_path, persistent_redis.url)
     try:
         process, base = deployment.twistd("--app", "app", "--concurrency", "1")
@@ -66,9 +68,11 @@ def test_redis_restart_under_a_running_process(tmp_path: Path, persistent_redis:
         status, body = send_webhook(base, "echo", webhook_params("SMdown", "while down"))
         assert status == 200 and "It seems like an error has occurred" in body
         assert request("GET", f"{base}/health")[0] == 503
+        process.wait_log("is unreachable: the webhook answers each topic's error_response; the workers of", 5)
         time.sleep(1)
         persistent_redis.start()
         wait_for(lambda: request("GET", f"{base}/health")[0] == 200, 20, "pyrowire to see Redis again")
+        process.wait_log(f"Redis at redis://127.0.0.1:{persistent_redis.port}/0 is back after", 5)
         assert send_webhook(base, "echo", webhook_params("SMafter", "after"))[0] == 200
         replies = deployment.twilio.wait_messages(9, timeout=30)
         bodies = {m["body"] for m in replies}
@@ -77,21 +81,27 @@ def test_redis_restart_under_a_running_process(tmp_path: Path, persistent_redis:
         assert "echo: while down" not in bodies
         output = process.output
         assert output.count("Redis unavailable, answering error_response") == 1  # logged once per outage
+        assert output.count("is unreachable") == 1 and output.count("is back after") == 1
+        for chatter in ("Scheduling retry", "Discarding dead connection", "could not set dbid", "pop from",
+                        "heartbeat failed"):
+            assert chatter not in output
         assert "Traceback" not in output
         assert process.terminate() == 0
     finally:
         deployment.close()
 
 
-def test_sigterm_lets_the_handler_in_flight_finish_and_exits_zero(deployment: Deployment,
-                                                                 redis_server: RedisServer) -> None:
-    """SIGTERM with a handler in flight: its reply still arrives, and twistd exits 0 within the grace."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_lets_the_handler_in_flight_finish_and_exits_zero(deployment: Deployment, redis_server: RedisServer,
+                                                                 sig: signal.Signals) -> None:
+    """SIGTERM, or SIGINT (Ctrl-C), with a handler in flight: its reply still arrives, and twistd exits 0 within
+    the grace."""
     process, base = deployment.twistd("--app", "app", "--grace", "10")
     process.wait_healthy(base)
     assert send_webhook(base, "linger", webhook_params("SMterm", "drain me"))[0] == 200
     wait_for((deployment.dir / "markers" / "linger-SMterm").exists, 10, "the handler to start")
     signalled = time.monotonic()
-    assert process.terminate(timeout=15) == 0
+    assert process.terminate(timeout=15, sig=sig) == 0
     assert time.monotonic() - signalled < 10
     assert [m["body"] for m in deployment.twilio.messages()] == ["lingered drain me"]
     assert llen(redis_server, "pyrowire:{linger}:complete") == 1

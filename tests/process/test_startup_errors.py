@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.process.harness import Deployment
+from tests.process.harness import Deployment, PyrowireProcess
 
 CASES = [
     (["--app", "app", "--topic", "nope"], "--topic: unknown topic 'nope'"),
@@ -15,7 +15,11 @@ CASES = [
     (["--app", "broken"], "--app: cannot import 'broken': ModuleNotFoundError: No module named 'no_such_module"),
     (["--app", "partial"], "has no handler"),
     (["--app", "malformed"], "TOPICS['echo'].max_message_length: must be between 1 and 1600"),
-    (["--app", "app", "--listen", "nonsense:what"], "--listen:"),
+    (["--app", "typo"], "TOPICS['echo'].accept_respons: unknown key (did you mean accept_response?)"),
+    (["--app", "app", "--listen", "nonsense:what"], "--listen: 'nonsense:what' is not a usable endpoint description: "
+                                                    "unknown endpoint type 'nonsense'"),
+    (["--app", "app", "--listen", "tcp:notaport"], "--listen: 'tcp:notaport' is not a usable endpoint description: "
+                                                   "'notaport' is not a number"),
     (["--app", "app", "--concurrency", "zero"], "--concurrency: must be a number"),
     (["--app", "app", "--redis", "ftp://x"], "--redis: unsupported scheme 'ftp'"),
 ]
@@ -36,29 +40,53 @@ def test_bad_start_up_is_one_line(deployment: Deployment, options: list[str], ex
 
 
 def test_unreachable_redis_names_the_address_without_password(deployment: Deployment) -> None:
-    """Redis that does not answer ends start-up with one line naming the address, never the password."""
+    """Redis that does not answer ends start-up with one line naming the address, never the password, and
+    takes twistd's pid file with it."""
     deployment.expect_errors("pyrowire: error: ")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once the socket closes
-    process, _ = deployment.twistd("--app", "app", "--redis", f"redis://:hunter2secret@127.0.0.1:{port}/0")
+    process = PyrowireProcess(deployment.dir, ["-n", "pyrowire", "--app", "app", "--redis",
+                                               f"redis://:hunter2secret@127.0.0.1:{port}/0", "--listen", "tcp:0"],
+                              deployment.env())
+    deployment.processes.append(process)
     code = process.process.wait(15)
     output = process.output
     assert code != 0
     assert f"cannot reach Redis at redis://127.0.0.1:{port}/0" in output
     assert "hunter2secret" not in output
     assert "Traceback" not in output
+    assert "Scheduling retry" not in output  # the connections' retries are not logged one by one
+    assert not (deployment.dir / "twistd.pid").exists()
 
 
-def test_listen_port_in_use(deployment: Deployment) -> None:
-    """A listen port already taken ends start-up with one line naming --listen."""
+def test_listen_port_in_use_is_one_line_and_starts_nothing(deployment: Deployment) -> None:
+    """A listen port already taken ends start-up before anything starts: the one --listen line is all the output,
+    no embedded Redis was started and no pid file is left behind."""
     deployment.expect_errors("pyrowire: error: ")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        process, _ = deployment.twistd("--app", "app", "--listen", f"tcp:port={port}:interface=127.0.0.1")
+        process = PyrowireProcess(deployment.dir, ["-n", "pyrowire", "--app", "app", "--redis", "embedded",
+                                                   "--listen", f"tcp:port={port}:interface=127.0.0.1"],
+                                  deployment.env())
+        deployment.processes.append(process)
         code = process.process.wait(15)
+    assert code == 1
+    assert process.output == (f"pyrowire: error: --listen: cannot listen on 127.0.0.1:{port}: address already in use "
+                              "(another process listens there; choose another with --listen or PORT)\n")
+    assert not (deployment.dir / ".pyrowire").exists()
+    assert not (deployment.dir / "twistd.pid").exists()
+
+
+def test_tac_without_an_app_names_pyrowire_app(deployment: Deployment) -> None:
+    """twistd -ny pyrowire.tac without PYROWIRE_APP says to set PYROWIRE_APP (the tac has no --app)."""
+    deployment.expect_errors("pyrowire: error: ")
+    process, _ = deployment.twistd(tac=True)
+    code = process.process.wait(15)
+    output = process.output
     assert code != 0
-    assert "pyrowire: error: --listen: cannot listen on" in process.output
-    assert "Traceback" not in process.output
+    assert "pyrowire: error: PYROWIRE_APP: name the application module, e.g. PYROWIRE_APP=app" in output
+    assert "--app" not in output
+    assert "Traceback" not in output

@@ -22,7 +22,7 @@ def queue_length(redis: RedisServer, topic: str) -> int:
 
 def test_webhook_table(deployment: Deployment, redis_server: RedisServer) -> None:
     """Each case of SPEC §5 gets its status and body; invalid messages are neither queued nor answered by REST."""
-    deployment.expect_errors("Redis unavailable, answering error_response")  # the table's Redis-down row
+    deployment.expect_errors("Redis unavailable, answering error_response", "is unreachable: ")  # the Redis-down row
     web, base = deployment.twistd("--app", "app", "--role", "web")
     web.wait_healthy(base)
 

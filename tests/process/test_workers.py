@@ -7,6 +7,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import redis_command
 from tests.process.harness import Deployment, send_webhook, wait_for, webhook_params
 from tests.redis_server import RedisServer
@@ -58,7 +60,8 @@ def test_concurrency_20_runs_slow_handlers_at_once(deployment: Deployment, redis
     web, base = deployment.twistd("--app", "app", "--role", "web")
     web.wait_healthy(base)
     for i in range(40):
-        assert send_webhook(base, "slow", webhook_params(f"SMslow{i}", f"n{i}"))[0] == 200
+        # forty senders: one sender's texts are handled one at a time (SPEC section 8)
+        assert send_webhook(base, "slow", webhook_params(f"SMslow{i}", f"n{i}", number=f"+1555000{i:04d}"))[0] == 200
     worker, _ = deployment.twistd("--app", "app", "--role", "worker", "--topic", "slow", "--concurrency", "20")
     worker.wait_log("serving slow", timeout=10)
     deployment.twilio.wait_messages(40, timeout=20)
@@ -126,8 +129,9 @@ def test_embedded_redis_round_trip_leaves_nothing_behind(deployment: Deployment)
     assert not (data / "redis.sock").exists()
 
 
-def test_python_app_py_runs_the_app_with_pyrowire_run(deployment: Deployment) -> None:
-    """`ENV=… python legacy.py` (pyrowire.run()) serves, replies, and exits 0 on SIGTERM, as in 2014."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_python_app_py_runs_the_app_with_pyrowire_run(deployment: Deployment, sig: signal.Signals) -> None:
+    """`ENV=… python legacy.py` (pyrowire.run()) serves, replies, and exits 0 on SIGTERM or SIGINT (Ctrl-C)."""
     import sys
 
     from tests.process.harness import PyrowireProcess
@@ -141,4 +145,5 @@ def test_python_app_py_runs_the_app_with_pyrowire_run(deployment: Deployment) ->
     process.wait_healthy(base)
     assert send_webhook(base, "echo", webhook_params("SMrun1", "yo run"))[0] == 200
     assert deployment.twilio.wait_messages(1)[0]["body"] == "legacy yo run"
-    assert process.terminate() == 0
+    assert process.terminate(sig=sig) == 0
+    assert "pyrowire stopped" in process.output  # drained, not killed by the signal

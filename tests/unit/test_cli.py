@@ -24,7 +24,7 @@ from twisted.web.server import NOT_DONE_YET
 import pyrowire
 from pyrowire import twiml
 from pyrowire.cli import command as cli
-from pyrowire.cli import phone
+from pyrowire.cli import deployment, phone
 from pyrowire.testing.memory import MemoryStore
 from pyrowire.webhook import Webhook
 from tests.deferreds import result_of
@@ -32,6 +32,7 @@ from tests.deferreds import result_of
 TOKEN = "cli-test-auth-token"
 ACCOUNT = "AC" + "2" * 32
 ACCEPT = "Great, we'll get right back to you."
+ACCEPT_TWIML = twiml.response(ACCEPT).decode()
 NUMBER = "+15551234567"
 OPEN = "http://example.com/queue/echo"
 SIGNED = "http://example.com/queue/signed"
@@ -159,7 +160,7 @@ def test_send_arguments_and_defaults() -> None:
     args = parse(["send", OPEN, "--from", NUMBER, "--body", "hi", "--media", "http://m/a.jpg", "--media", "http://m/b"])
     assert (args.url, args.sender, args.body, args.to) == (OPEN, NUMBER, "hi", phone.DEFAULT_TO)
     assert args.media == ["http://m/a.jpg", "http://m/b"]
-    assert args.wait is None and args.auth_token is None and not args.raw
+    assert args.wait is None and args.auth_token is None
     assert parse(["send", OPEN, "--from", NUMBER, "--body", "hi", "--wait"]).wait == 10.0
     assert parse(["send", OPEN, "--from", NUMBER, "--body", "hi", "--wait", "2.5"]).wait == 2.5
 
@@ -283,23 +284,22 @@ def test_reply_lines() -> None:
 # --- send against the real webhook ---------------------------------------------
 
 
-def test_send_prints_the_accept_answer_and_queues_the_message() -> None:
-    """send posts to the real webhook, prints the TwiML answer's text, and the message is queued as sent."""
+def test_send_prints_the_twiml_document_and_queues_the_message() -> None:
+    """send posts to the real webhook, prints the TwiML document exactly as answered, and the message is queued."""
     bench = Bench()
     assert bench.run("send", OPEN, "--from", NUMBER, "--body", "hello there") == 0
-    assert bench.out.getvalue() == ACCEPT + "\n"
+    assert bench.out.getvalue() == ACCEPT_TWIML + "\n"
     assert bench.err.getvalue() == ""
     [message] = bench.queued()
     assert (message["number"], message["message"], message["to"]) == (NUMBER, "hello there", "+15005550006")
     assert message["media"] == {"count": 0, "media": {}}
 
 
-def test_send_with_media_and_raw() -> None:
-    """--media reaches the handler's message with its type, and --raw also prints the TwiML."""
+def test_send_with_media() -> None:
+    """--media reaches the handler's message with its type; the TwiML answer is printed as it came."""
     bench = Bench()
-    assert bench.run("send", OPEN, "--from", NUMBER, "--body", "look", "--media", "https://m.example/a.png",
-                     "--raw") == 0
-    assert bench.out.getvalue() == twiml.response(ACCEPT).decode() + "\n" + ACCEPT + "\n"
+    assert bench.run("send", OPEN, "--from", NUMBER, "--body", "look", "--media", "https://m.example/a.png") == 0
+    assert bench.out.getvalue() == ACCEPT_TWIML + "\n"
     assert bench.queued()[0]["media"] == {"count": 1, "media": {"https://m.example/a.png": "image/png"}}
 
 
@@ -307,7 +307,7 @@ def test_signed_topic_accepts_the_signature() -> None:
     """A topic that validates signatures accepts what send signs with the right token."""
     bench = Bench()
     assert bench.run("send", SIGNED, "--from", NUMBER, "--body", "hi", "--auth-token", TOKEN) == 0
-    assert bench.out.getvalue() == "signed ok\n"
+    assert bench.out.getvalue() == twiml.response("signed ok").decode() + "\n"
 
 
 def test_wrong_token_is_one_403_line() -> None:
@@ -385,13 +385,13 @@ def test_wait_prints_the_replies_to_this_message_only() -> None:
     bench.reply("echo", "SM" + "0" * 32, "not for us")
     bench.reply("echo", sid, "first")
     bench.clock.advance(phone.POLL_SECONDS)
-    assert bench.out.getvalue() == ACCEPT + "\n< first\n"
+    assert bench.out.getvalue() == ACCEPT_TWIML + "\n< first\n"
     assert not d.called
     bench.reply("echo", sid, "second", media=["http://m/x.jpg"])
     bench.record("echo", sid)
     bench.clock.advance(phone.POLL_SECONDS)
     assert result_of(d) == 0
-    assert bench.out.getvalue() == ACCEPT + "\n< first\n< second [media: http://m/x.jpg]\n"
+    assert bench.out.getvalue() == ACCEPT_TWIML + "\n< first\n< second [media: http://m/x.jpg]\n"
     assert bench.err.getvalue() == ""
 
 
@@ -437,11 +437,12 @@ def test_wait_on_a_handled_message_without_sandbox_reply() -> None:
     bench.record("echo", bench.queued()[0]["sid"])
     bench.clock.advance(phone.POLL_SECONDS)
     assert result_of(d) == 0
-    assert bench.out.getvalue() == ACCEPT + "\n(handled; no sandbox reply)\n"
+    assert bench.out.getvalue() == ACCEPT_TWIML + "\n(handled; no sandbox reply)\n"
 
 
-def test_wait_needs_a_reachable_redis() -> None:
-    """With --wait and no Redis to read replies from, send stops with one --redis line before posting."""
+def test_wait_needs_a_reachable_redis(tmp_path: Any) -> None:
+    """With --wait and no Redis to read replies from, send stops within a second with one line saying how to
+    name it, before posting."""
     clock = Clock()
     out, err = io.StringIO(), io.StringIO()
     recorder = Recorder()
@@ -455,20 +456,26 @@ def test_wait_needs_a_reachable_redis() -> None:
 
     argv = ["send", OPEN, "--from", NUMBER, "--body", "hi", "--wait", "--redis", "unix:///nowhere/redis.sock",
             "--prefix", "p1"]
-    effects = cli.Effects(http=StubTreq(recorder), store_factory=cast(Any, unreachable))
+    effects = cli.Effects(http=StubTreq(recorder), store_factory=cast(Any, unreachable), probe=None,
+                          cwd=str(tmp_path))
     d = Deferred.fromCoroutine(cli.run(clock, argv, {}, out, err, effects))
     clock.pump([0.05] * int(cli.CONNECT_SECONDS / 0.05 + 2))
+    assert cli.CONNECT_SECONDS <= 1
     assert result_of(d) == 1
-    assert err.getvalue() == "pyrowire: error: --redis: cannot reach Redis at unix:///nowhere/redis.sock\n"
+    assert err.getvalue() == ("pyrowire: error: --redis: cannot reach Redis at unix:///nowhere/redis.sock within 1 s; "
+                              "name the daemon's Redis with --redis URL or REDIS_URL\n")
     assert recorder.requests == []
     assert [(a.path, p) for a, p in made] == [("/nowhere/redis.sock", "p1")]
 
 
-def test_wait_defaults_to_the_embedded_redis_of_the_folder() -> None:
-    """Without --redis or $REDIS_URL, replies are read from ./.pyrowire/redis/redis.sock; $REDIS_URL beats it."""
-    assert cli.redis_address(None, {}, "/srv/app").path == "/srv/app/.pyrowire/redis/redis.sock"
-    assert cli.redis_address(None, {"REDIS_URL": "redis://h:6380/2"}, "/srv/app").port == 6380
-    assert cli.redis_address("redis://o:6381/0", {"REDIS_URL": "redis://h:6380/2"}, "/x").port == 6381
+def test_without_an_app_wait_defaults_to_the_embedded_redis_of_the_folder(tmp_path: Any) -> None:
+    """With no app in the folder, replies are read from ./.pyrowire/redis/redis.sock; $REDIS_URL and --redis beat it."""
+    locate = deployment.locate
+    folder = str(tmp_path)
+    assert locate(None, None, None, None, {}, folder).address.path == f"{folder}/.pyrowire/redis/redis.sock"
+    assert locate(None, None, None, None, {"REDIS_URL": "redis://h:6380/2"}, folder).address.port == 6380
+    assert locate(None, None, "redis://o:6381/0", None, {"REDIS_URL": "redis://h:6380/2"}, folder).address.port == 6381
+    assert locate(None, None, None, None, {}, folder).prefix == "pyrowire"
 
 
 # --- chat --------------------------------------------------------------------------
@@ -538,14 +545,14 @@ def test_terminal_protocol_queues_lines_until_end_of_input() -> None:
 
 
 def test_init_writes_the_app_and_says_what_next(tmp_path: Any) -> None:
-    """init DIR writes the five files and prints how to run and text the app."""
+    """init DIR writes the six files and prints how to run and text the app."""
     bench = Bench()
     target = tmp_path / "newapp"
     assert bench.run("init", str(target)) == 0
     assert sorted(p.name for p in target.iterdir()) == [
-        "Procfile", "app.py", "requirements.txt", "settings.py", "test_app.py"]
+        ".gitignore", "Procfile", "app.py", "requirements.txt", "settings.py", "test_app.py"]
     lines = bench.out.getvalue().splitlines()
-    assert lines[0] == f"wrote app.py, settings.py, Procfile, requirements.txt, test_app.py in {target}"
+    assert lines[0] == f"wrote app.py, settings.py, Procfile, requirements.txt, test_app.py, .gitignore in {target}"
     assert "twistd -n pyrowire --app app" in lines[1]
     assert "pyrowire send http://localhost:62023/queue/hello --from +15551234567 --body hi --wait" in lines[2]
 
@@ -571,3 +578,39 @@ def test_wait_on_a_refused_message_says_so() -> None:
     bench.clock.pump([phone.POLL_SECONDS] * 2)
     assert result_of(d) == 0
     assert bench.out.getvalue().endswith("(refused by the length validator: nothing was queued)\n")
+
+
+# --- help and version ------------------------------------------------------------------
+
+
+def test_version_is_pyrowires(capsys: pytest.CaptureFixture[str]) -> None:
+    """pyrowire --version prints the package's version and exits 0."""
+    with pytest.raises(SystemExit) as e:
+        cli._parser().parse_args(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out == f"pyrowire {pyrowire.__version__}\n"
+
+
+def test_help_says_the_daemon_runs_under_twistd(capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyrowire --help names every command and says the daemon runs as twistd -n pyrowire."""
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit):
+        cli._parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "twistd -n pyrowire --app app" in text
+    for command in ("init", "send", "chat", "dead"):
+        assert f"    {command} " in text
+
+
+def test_dead_help_describes_its_commands_and_arguments(capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyrowire dead --help describes list and requeue, TOPIC, and the options that find the daemon's Redis."""
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit):
+        cli._parser().parse_args(["dead", "--help"])
+    text = capsys.readouterr().out
+    assert "list          print the topic's dead letters, oldest first" in text
+    assert "requeue       move the topic's dead letters back to its queue" in text
+    for argument in ("TOPIC", "--app MODULE[:ATTR]", "--profile NAME", "--redis URL", "--prefix P"):
+        assert argument in text

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import pyrowire
 from pyrowire.cli import scaffold
 from pyrowire.settings import load_settings
 
@@ -26,10 +27,11 @@ def settings_namespace(directory: Path) -> dict[str, Any]:
 
 
 def test_write_creates_the_directory_and_every_file(tmp_path: Path) -> None:
-    """write() creates a missing directory and writes app.py, settings.py, Procfile, requirements.txt, test_app.py."""
+    """write() creates a missing directory and writes every file of the app, .gitignore included."""
     target = tmp_path / "a" / "b"
-    assert scaffold.write(str(target)) == ["app.py", "settings.py", "Procfile", "requirements.txt", "test_app.py"]
-    for name, text in scaffold.FILES.items():
+    assert scaffold.write(str(target)) == ["app.py", "settings.py", "Procfile", "requirements.txt", "test_app.py",
+                                           ".gitignore"]
+    for name, text in scaffold.files(scaffold.installed_source()).items():
         assert (target / name).read_text(encoding="utf-8") == text
 
 
@@ -107,13 +109,53 @@ def test_app_registers_a_handler_that_answers_kindly(tmp_path: Path, monkeypatch
     assert module.greeting("") == "Hello!"
 
 
-def test_procfile_and_requirements() -> None:
-    """The Procfile runs web and worker with twistd -n pyrowire; requirements name pyrowire[embedded]."""
+def test_procfile_runs_both_roles_under_twistd() -> None:
+    """The Procfile runs web and worker with twistd -n pyrowire."""
     assert scaffold.PROCFILE.splitlines() == [
         "web: twistd -n pyrowire --app app --role web",
         "worker: twistd -n pyrowire --app app --role worker",
     ]
-    assert scaffold.REQUIREMENTS.split() == ["pyrowire[embedded]"]
+
+
+def requirement_lines(direct_url: str | None) -> list[str]:
+    """The lines of the generated requirements.txt that are not comments."""
+    return [line for line in scaffold.requirements(direct_url).splitlines() if not line.startswith("#")]
+
+
+@pytest.mark.parametrize(("direct_url", "line"), [
+    ('{"url": "file:///src/pyrowire", "dir_info": {}}', "pyrowire[embedded] @ file:///src/pyrowire"),
+    ('{"url": "file:///src/pyrowire", "dir_info": {"editable": true}}', "pyrowire[embedded] @ file:///src/pyrowire"),
+    ('{"url": "https://git.example/pyrowire.git", "vcs_info": {"vcs": "git", "commit_id": "0123abc"}}',
+     "pyrowire[embedded] @ git+https://git.example/pyrowire.git@0123abc"),
+    ('{"url": "file:///w/pyrowire-0.9.0-py3-none-any.whl", "archive_info": {}}',
+     "pyrowire[embedded] @ file:///w/pyrowire-0.9.0-py3-none-any.whl"),
+])
+def test_requirements_install_pyrowire_from_where_it_came(direct_url: str, line: str) -> None:
+    """requirements.txt names the source this pyrowire was installed from (a folder, a git commit, a wheel)."""
+    assert requirement_lines(direct_url) == [line]
+
+
+def test_requirements_from_an_index_exclude_the_2014_project() -> None:
+    """Installed from a package index, the requirement asks for this version or later, never the 2014 0.8.1."""
+    assert requirement_lines(None) == [f"pyrowire[embedded]>={pyrowire.__version__}"]
+    assert pyrowire.__version__.split(".")[:2] >= ["0", "9"]
+    assert "0.8.1" in scaffold.requirements(None)  # the comment says why a bare name would not do
+
+
+def test_requirements_from_a_folder_say_what_to_name_on_heroku() -> None:
+    """A requirement on a local folder comes with the advice to name a reachable source (a git URL) for Heroku."""
+    text = scaffold.requirements('{"url": "file:///src/pyrowire", "dir_info": {}}')
+    assert "Heroku" in text and "git+https://" in text
+
+
+def test_gitignore_keeps_out_the_pid_file_and_the_embedded_data(tmp_path: Path) -> None:
+    """The generated .gitignore lists twistd.pid and .pyrowire/; an existing .gitignore only gains missing lines."""
+    assert {"twistd.pid", ".pyrowire/", ".venv/"} <= set(scaffold.GITIGNORE.split())
+    (tmp_path / ".gitignore").write_text("*.log\ntwistd.pid")
+    scaffold.write(str(tmp_path))
+    lines = (tmp_path / ".gitignore").read_text().splitlines()
+    assert lines[:2] == ["*.log", "twistd.pid"]
+    assert lines.count("twistd.pid") == 1 and ".pyrowire/" in lines
 
 
 def test_test_app_uses_the_app_tester_api() -> None:
@@ -125,6 +167,7 @@ def test_test_app_uses_the_app_tester_api() -> None:
     assert len(tests) == 2 and all(t.name.startswith("test_") and ast.get_docstring(t) for t in tests)
     assert all(ast.unparse(t.decorator_list[0]) == "pytest_twisted.ensureDeferred" for t in tests)
     assert f'tester.feed("{scaffold.TOPIC}", body=' in scaffold.TEST_APP
+    assert scaffold.TEST_APP.count("async with AppTester(app) as tester:") == 2  # closed, as the tutorial says
     for field in ("result.accepted", "result.answer", "result.sent"):
         assert field in scaffold.TEST_APP
     assert "redis" not in scaffold.TEST_APP.lower().replace("no redis", "")

@@ -289,3 +289,52 @@ def test_redis_url_in_a_profile() -> None:
     assert s.profiles["prod"].redis.url == "redis://:pw-in-url@r:1/2"
     assert "pw-in-url" not in repr(s)
     assert load(profile={"redis": "redis://r:1/0"}).profiles["prod"].redis.url == "redis://r:1/0"
+
+
+@pytest.mark.parametrize(
+    ("topic", "profile", "expected"),
+    [
+        ({"accept_respons": ""}, None, "TOPICS['echo'].accept_respons: unknown key (did you mean accept_response?)"),
+        ({"twilio": {"from_numbr": "+1"}}, None,
+         "TOPICS['echo'].twilio.from_numbr: unknown key (did you mean from_number?)"),
+        (None, {"hots": "0.0.0.0"}, "PROFILES['prod'].hots: unknown key (did you mean host?)"),
+        (None, {"redis": {"pasword": "x"}}, "PROFILES['prod'].redis.pasword: unknown key (did you mean password?)"),
+    ],
+)
+def test_unknown_keys_are_refused_naming_the_nearest(topic: dict[str, Any] | None, profile: dict[str, Any] | None,
+                                                      expected: str) -> None:
+    """A misspelled key in a topic, its twilio, a profile or its redis is refused, naming it and the nearest key."""
+    assert str(error(topic, profile)) == expected
+
+
+def test_unknown_key_without_a_near_one_lists_the_known_keys() -> None:
+    """A key like no known one is refused with the list of the keys that exist."""
+    why = error({"colour": "blue"}).why
+    assert why.startswith("unknown key (known keys: accept_response, ")
+    assert "max_message_length" in why
+
+
+def test_every_key_the_spec_names_is_accepted() -> None:
+    """The optional keys of SPEC section 4, including those not used yet, load without complaint."""
+    later = {"ordered": False, "session_ttl": 3600, "opt_out": True, "help_response": "Text STOP to stop.",
+             "status_callback": "https://example.com/status", "max_attempts": 3, "retention": 50,
+             "validate_signature": True}
+    twilio = {"account_sid": ACCOUNT, "auth_token": TOKEN, "messaging_service_sid": "MG" + "1" * 32,
+              "sandbox": False, "api_base": "http://127.0.0.1:9", "mps": 1}
+    profile = {"public_url": "https://sms.example.com", "console_password": "pw", "key_prefix": "joke",
+               "log_format": "json", "redis": {"url": "redis://r:1/0", "host": "r", "port": 1, "db": 0,
+                                               "password": ""}}
+    s = load({**later, "twilio": twilio}, profile)
+    assert s.topics["echo"].twilio.messaging_service_sid == "MG" + "1" * 32
+
+
+def test_the_2014_voice_call_keys_are_accepted() -> None:
+    """call_timeout and the call_*_response keys of the 2014 settings template still load."""
+    load({"call_timeout": 10, "call_busy_response": "Busy.", "call_error_response": "Oops."})
+
+
+@pytest.mark.parametrize(("topic", "key"), [({"ordered": "no"}, "ordered"), ({"session_ttl": 0}, "session_ttl"),
+                                            ({"twilio": {"mps": 0}}, "twilio.mps")])
+def test_keys_accepted_for_later_are_still_type_checked(topic: dict[str, Any], key: str) -> None:
+    """A key accepted before it is used is still refused with a wrong value, naming it."""
+    assert error(topic).option == f"TOPICS['echo'].{key}"

@@ -62,7 +62,7 @@ class Connection:
 
     def held(self) -> int:
         """The body bytes this connection holds: the requests' content plus the channel's buffer."""
-        channel = self.protocol._channel
+        channel = self.protocol
         total = sum(len(b) for b in channel._dataBuffer)
         for request in channel.requests:
             content = request.content
@@ -230,3 +230,45 @@ def test_access_log_only_when_asked(recorder: Recorder, access_log: bool) -> Non
         assert (b'"GET /x HTTP/1.1" 200' in logfile.getvalue()) is access_log
     finally:
         site.stopFactory()
+
+
+def test_a_client_that_never_finishes_is_counted_and_summarised_not_logged_one_by_one() -> None:
+    """Idle connections are closed after the site's timeout as before; each is counted in
+    pyrowire_http_timeouts_total, no line is logged per client, and one summary line follows within a minute."""
+    from twisted.logger import capturedLogs, formatEvent
+
+    from pyrowire.metrics import Metrics
+    from pyrowire.site import TIMEOUT_SUMMARY_SECONDS
+
+    clock, metrics = Clock(), Metrics(["echo"])
+    site = WebSite(Recorder(), reactor=clock, metrics=metrics)
+    with capturedLogs() as events:
+        idle = [Connection(site) for _ in range(200)]
+        idle[0].send(b"POST /queue/echo HTTP/1.1\r\nHost: example.com\r\n")  # a head that never ends
+        clock.advance(site.timeOut)
+        assert all(c.closed for c in idle)
+        assert not any("Timing out client" in formatEvent(e) for e in events)
+        assert b"pyrowire_http_timeouts_total 200.0" in metrics.render()[0]
+        clock.advance(TIMEOUT_SUMMARY_SECONDS)
+        site.doStop()
+    said = [formatEvent(e) for e in events if "did not finish a request" in formatEvent(e)]
+    assert said == [f"200 client(s) did not finish a request within {site.timeOut} s and were disconnected "
+                    "(in the last 60 s; counted in pyrowire_http_timeouts_total)"]
+    assert clock.getDelayedCalls() == []
+
+
+def test_stopping_the_site_says_what_is_still_to_be_said() -> None:
+    """A site stopped before its summary is due logs it at once and leaves no timer behind."""
+    from twisted.logger import capturedLogs, formatEvent
+
+    clock = Clock()
+    site = WebSite(Recorder(), reactor=clock)
+    site.doStart()
+    with capturedLogs() as events:
+        Connection(site)
+        clock.advance(site.timeOut)
+        clock.advance(site.protocol.abortTimeout)  # the channel's forced abort of a client that did not go
+        site.doStop()
+    said = [formatEvent(e).split(" did not")[0] for e in events if "did not finish" in formatEvent(e)]
+    assert said == ["1 client(s)"]
+    assert clock.getDelayedCalls() == []
