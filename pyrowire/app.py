@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -163,10 +164,31 @@ class App:
 
         async def requeue() -> int:
             runtime = self._running()
-            self._topic(topic)
-            return await runtime.store.requeue_dead(topic)
+            return await runtime.store.requeue_dead(topic, self._topic(topic).ordered)
 
         return Deferred.fromCoroutine(requeue())
+
+    def session(self, topic: str, number: str) -> Deferred[dict[str, Any]]:
+        """The conversation's stored session (SPEC section 8); ``{}`` when there is none."""
+
+        async def read() -> dict[str, Any]:
+            runtime = self._running()
+            self._topic(topic)
+            stored = await runtime.store.session(topic, number)
+            value = json.loads(stored) if stored else {}
+            return value if isinstance(value, dict) else {}
+
+        return Deferred.fromCoroutine(read())
+
+    def clear_session(self, topic: str, number: str) -> Deferred[None]:
+        """Forget the conversation's session: its next message starts with ``{}``."""
+
+        async def clear() -> None:
+            runtime = self._running()
+            self._topic(topic)
+            await runtime.store.clear_session(topic, number)
+
+        return Deferred.fromCoroutine(clear())
 
     # --- running -----------------------------------------------------------
 

@@ -8,6 +8,7 @@ leaf resource before routing (:class:`pyrowire.site.WebSite`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from klein import Klein
@@ -23,9 +24,12 @@ class Operations:
 
     router = Klein()
 
-    def __init__(self, store: Store, metrics: Metrics) -> None:
+    def __init__(self, store: Store, metrics: Metrics,
+                 workers: Callable[[], Mapping[str, Mapping[str, int]]] | None = None) -> None:
         self.store = store
         self.metrics = metrics
+        # this process's worker loops per topic (running, concurrency, restarts, busy), if it runs any
+        self.workers = workers
 
     def resource(self) -> Any:
         return self.router.resource()
@@ -40,9 +44,12 @@ class Operations:
     @router.route("/health", methods=["GET"])
     async def health(self, request: IRequest) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
+        answer: dict[str, Any] = {"status": "ok", "redis": "ok"}
+        if self.workers is not None:
+            answer["workers"] = self.workers()
         try:
             await self.store.ping()
         except (RedisUnavailable, RedisReplyError):
             request.setResponseCode(503)
-            return json.dumps({"status": "unavailable", "redis": "unreachable"}).encode()
-        return json.dumps({"status": "ok", "redis": "ok"}).encode()
+            answer.update(status="unavailable", redis="unreachable")
+        return json.dumps(answer).encode()

@@ -10,6 +10,13 @@ payload that went through cjson would differ between the two and from what the w
 wrote. Scripts only *read* a payload with ``cjson.decode`` (its sid and sender), and a
 payload stays byte for byte what the webhook queued from acceptance to its record.
 
+Redis does not undo a script's earlier writes when a later command fails (an error reply
+such as WRONGTYPE, or OOM at the first write). So every script writes in an order where
+stopping after any command loses nothing: a message is added to its new place before it
+is removed from its old one (or moved with one LMOVE), and a MessageSid is remembered only
+after its message is queued. The worst a failure can leave is a message in two places,
+which at-least-once allows.
+
 The schema (docs/operations.md has the whole table): a topic's ``queue`` holds messages
 ready to run; in an ordered topic at most one per conversation, the others waiting in
 that sender's ``conv:<number>`` list while the sender is in the ``active`` set. A worker
@@ -61,13 +68,14 @@ end
 ACCEPT = Script("accept", """
 local prior = redis.call('GET', KEYS[1])
 if prior then return prior end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if ARGV[3] == '' then return false end
-if ARGV[4] ~= '' and redis.call('SADD', KEYS[3], ARGV[4]) == 0 then
-  redis.call('LPUSH', KEYS[4], ARGV[3])
-else
-  redis.call('LPUSH', KEYS[2], ARGV[3])
+if ARGV[3] ~= '' then
+  if ARGV[4] ~= '' and redis.call('SADD', KEYS[3], ARGV[4]) == 0 then
+    redis.call('LPUSH', KEYS[4], ARGV[3])
+  else
+    redis.call('LPUSH', KEYS[2], ARGV[3])
+  end
 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false
 """)
 
@@ -93,12 +101,10 @@ return begin(ARGV[2], KEYS[1], ARGV[1])
 # in-flight list: forgets its sends and runs, dead-letters it if asked, stores the session, and
 # hands the conversation its next message (to the consuming end of the queue) or frees it.
 FINISH = Script("finish", """
-local held = redis.call('LREM', KEYS[1], 1, ARGV[1])
+local held = redis.call('LPOS', KEYS[1], ARGV[1])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-if held == 0 then return 0 end
-redis.call('DEL', KEYS[3])
-redis.call('HDEL', KEYS[5], ARGV[5])
+if not held then return 0 end
 if ARGV[4] == '1' then redis.call('LPUSH', KEYS[4], ARGV[1]) end
 if ARGV[7] == 'set' then
   redis.call('SET', KEYS[9], ARGV[8], 'EX', ARGV[9])
@@ -106,24 +112,25 @@ elseif ARGV[7] == 'del' then
   redis.call('DEL', KEYS[9])
 end
 if ARGV[6] ~= '' then
-  local following = redis.call('RPOP', KEYS[7])
-  if following then
-    redis.call('RPUSH', KEYS[8], following)
-  else
+  if redis.call('LMOVE', KEYS[7], KEYS[8], 'RIGHT', 'RIGHT') == false then
     redis.call('SREM', KEYS[6], ARGV[6])
   end
 end
+redis.call('DEL', KEYS[3])
+redis.call('HDEL', KEYS[5], ARGV[5])
+redis.call('LREM', KEYS[1], 1, ARGV[1])
 return 1
 """)
 
 # KEYS: inflight, errors, schedule. ARGV: payload, record, retention, due (seconds).
 # A failed run with attempts left: recorded, and parked until due; its conversation stays active.
 RETRY = Script("retry", """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-end
+local held = redis.call('LPOS', KEYS[1], ARGV[1])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+if not held then return 0 end
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('LREM', KEYS[1], 1, ARGV[1])
 return 1
 """)
 
@@ -132,8 +139,8 @@ return 1
 DUE = Script("due", """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for i = #due, 1, -1 do
-  redis.call('ZREM', KEYS[1], due[i])
   redis.call('RPUSH', KEYS[2], due[i])
+  redis.call('ZREM', KEYS[1], due[i])
 end
 return #due
 """)
@@ -145,7 +152,7 @@ return #due
 REQUEUE = Script("requeue", """
 local n = 0
 while n < tonumber(ARGV[1]) do
-  local item = redis.call('RPOP', KEYS[1])
+  local item = redis.call('LINDEX', KEYS[1], -1)
   if not item then break end
   local sid, number = nil, nil
   local ok, envelope = pcall(cjson.decode, item)
@@ -160,6 +167,7 @@ while n < tonumber(ARGV[1]) do
   else
     redis.call('LPUSH', KEYS[2], item)
   end
+  redis.call('RPOP', KEYS[1])
   n = n + 1
 end
 return {n, redis.call('LLEN', KEYS[1])}
@@ -180,10 +188,7 @@ return 1
 RECLAIM = Script("reclaim", """
 if ARGV[2] ~= 'force' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local n = 0
-while true do
-  local item = redis.call('LPOP', KEYS[1])
-  if not item then break end
-  redis.call('RPUSH', KEYS[2], item)
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do
   n = n + 1
 end
 redis.call('SREM', KEYS[4], ARGV[1])
@@ -196,8 +201,9 @@ return n
 SWEEP = Script("sweep", """
 local n = 0
 for i = 1, #ARGV do
-  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
+  if redis.call('LPOS', KEYS[1], ARGV[i]) then
     redis.call('RPUSH', KEYS[2], ARGV[i])
+    redis.call('LREM', KEYS[1], 1, ARGV[i])
     n = n + 1
   end
 end

@@ -178,8 +178,14 @@ class PyrowireService(MultiService):
         from pyrowire.web import root
 
         serves = self.app if self.config.role != "worker" else None
-        return WebSite(root(serves, self.store, self.reactor, self.metrics, self.config.profile.public_url),
+        workers = self.worker_health if self.config.role != "web" else None
+        return WebSite(root(serves, self.store, self.reactor, self.metrics, self.config.profile.public_url, workers),
                        access_log=self.config.profile.debug, reactor=self.reactor, metrics=self.metrics)
+
+    def worker_health(self) -> dict[str, dict[str, int]]:
+        """Per served topic: loops running of how many, loops started again after an unexpected end, busy."""
+        return {w.topic.name: {"loops": w.loops, "concurrency": w.concurrency, "restarts": w.restarts,
+                               "busy": w.busy} for w in self.workers}
 
     async def _listen(self) -> None:
         assert self.listener is not None

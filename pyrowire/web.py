@@ -8,6 +8,8 @@ A process that does not serve the webhook (a worker listening for its health) an
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource
 
@@ -19,9 +21,11 @@ from pyrowire.webhook import Inbound, Webhook
 
 
 def root(inbound: Inbound | None, store: Store, clock: IReactorTime, metrics: Metrics,
-         public_url: str | None = None) -> IResource:
-    """The root resource of a process's site; the webhook is served when ``inbound`` is given."""
+         public_url: str | None = None,
+         workers: Callable[[], Mapping[str, Mapping[str, int]]] | None = None) -> IResource:
+    """The root resource of a process's site; the webhook is served when ``inbound`` is given, and
+    ``/health`` reports the worker loops ``workers`` describes."""
     leaves: dict[bytes, IResource] = {}
     if inbound is not None:
         leaves[b"queue"] = Webhook(inbound, store, clock, public_url, metrics).queue_resource()
-    return Root(Operations(store, metrics).resource(), leaves)
+    return Root(Operations(store, metrics, workers).resource(), leaves)

@@ -563,3 +563,25 @@ async def test_a_stopped_store_raises_redis_unavailable(store: Store) -> None:
         await store.ping()
     with pytest.raises(RedisUnavailable):
         await store.accept("echo", "SM1", "a", "p")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_script_failing_half_way_loses_no_message(store: Store) -> None:
+    """Redis keeps a failed script's earlier writes, so each script adds before it removes: an error loses nothing."""
+    keys = store.keys("echo")
+    await store._execute("SET", keys.queue, "not a list")
+    with pytest.raises(RedisReplyError):
+        await store.accept("echo", "SM1", "a", "p1")
+    assert await store.answer_for("echo", "SM1") is None  # not remembered: Twilio's retry can still queue it
+    await store._execute("DEL", keys.queue)
+    await store.accept("echo", "SM1", "a", "p1")
+    await _pop(store)
+    await store._execute("SET", keys.complete, "in the way")
+    with pytest.raises(RedisReplyError):
+        await store.finish("echo", W, "p1", "SM1", "record", "complete", 10)
+    assert await store.lrange(keys.inflight(W)) == ["p1"]
+    await store._execute("SET", keys.queue, "in the way")
+    await store._execute("DEL", keys.alive(W))
+    with pytest.raises(RedisReplyError):
+        await store.reclaim("echo", W)
+    assert await store.lrange(keys.inflight(W)) == ["p1"]

@@ -37,11 +37,11 @@ def now(coro: Any) -> Any:
 class Harness:
     """An App over a MemoryStore and Clock, with a sandboxed Sender and one topic ``echo``."""
 
-    def __init__(self, grace: float = 25.0, concurrency: int = 1, **topic: Any) -> None:
+    def __init__(self, grace: float = 25.0, concurrency: int = 1, client: Any = None, **topic: Any) -> None:
         self.clock = Clock()
         self.store = MemoryStore(self.clock)
         self.app = pyrowire.App({"TOPICS": {"echo": {"retention": 100, **topic}}, "PROFILES": {"dev": {}}})
-        client = TwilioClient(self.clock, http=cast(HTTPClient, StubTreq(FakeTwilio())))
+        client = client or TwilioClient(self.clock, http=cast(HTTPClient, StubTreq(FakeTwilio())))
         store = self.store
         self.runtime = Runtime(store, Sender(client, store, self.clock), self.clock, worker_id="me:1:cafe")
         self.app.runtime = self.runtime
@@ -71,11 +71,11 @@ class Harness:
 
         return Deferred.fromCoroutine(go())
 
-    def queue(self, sid: str, body: str = "hello") -> str:
-        """Accept a message as the webhook would; answers the queued payload."""
+    def queue(self, sid: str, body: str = "hello", number: str = "+15551234567") -> str:
+        """Accept a message as the webhook would (in its sender's conversation); answers the queued payload."""
         message = {
             "message": body,
-            "number": "+15551234567",
+            "number": number,
             "sid": sid,
             "topic": "echo",
             "to": "+15005550006",
@@ -87,7 +87,8 @@ class Harness:
             "reply": None,
         }
         payload = json.dumps({"message": message, "received_at": self.clock.seconds()})
-        assert now(self.store.accept("echo", sid, "a", payload)) is None
+        ordered = self.app.settings.topics["echo"].ordered
+        assert now(self.store.accept("echo", sid, "a", payload, number if ordered else None)) is None
         return payload
 
     def records(self, kind: str) -> list[dict[str, Any]]:
@@ -293,7 +294,7 @@ def test_supervisor_puts_back_a_message_popped_but_not_started() -> None:
     assert h.worker is not None
     result_of(h.worker.stopService())
     h.queue("SM-old")
-    h.queue("SM-new")
+    h.queue("SM-new", number="+15550000002")
     # a pop whose answer came as the worker stopped: the message is in this worker's in-flight list
     late = h.store.popper().pop(h.keys, "me:1:cafe", POP_TIMEOUT)
     assert json.loads(result_of(late))["message"]["sid"] == "SM-old"
