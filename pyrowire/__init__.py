@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 
 from pyrowire.app import App, NotRunning
 from pyrowire.errors import BadRequest, ConfigurationError, PyrowireError, RedisUnavailable, TwilioError
+from pyrowire.segments import segments
 from pyrowire.version import __version__
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "mms",
     "properties",
     "run",
+    "segments",
     "sms",
     "validator",
 ]

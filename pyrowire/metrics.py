@@ -70,6 +70,10 @@ class Metrics:
             "pyrowire_twilio_sends_total", "Outbound message attempts, by topic and outcome.",
             ("topic", "outcome"), registry=r,
         )
+        self._segments_total = Counter(
+            "pyrowire_twilio_segments_total", "SMS segments of the texts sent (or recorded by the sandbox), by topic.",
+            ("topic",), registry=r,
+        )
         self._queue_depth = Gauge(
             "pyrowire_queue_depth", "Messages per topic queued, in flight and dead, as of the last refresh.",
             ("topic", "state"), registry=r,
@@ -85,6 +89,7 @@ class Metrics:
         self._handled: dict[tuple[str, str], Counter] = {}
         self._sends: dict[tuple[str, str], Counter] = {}
         self._seconds: dict[str, Histogram] = {}
+        self._segments: dict[str, Counter] = {}
         self._depths: dict[tuple[str, str], Gauge] = {}
         # every series of a configured topic exists from the start, at 0, so rate() sees the first event
         for topic in self.topics:
@@ -95,6 +100,7 @@ class Metrics:
             for outcome in SEND_OUTCOMES:
                 self._child(self._sends, self._twilio_sends_total, SEND_OUTCOMES, topic, outcome)
             self._seconds[topic] = self._handler_seconds.labels(topic)
+            self._segments[topic] = self._segments_total.labels(topic)
         self._child(self._webhooks, self._webhooks_total, WEBHOOK_OUTCOMES, UNKNOWN_TOPIC, "unknown_topic")
 
     def __repr__(self) -> str:
@@ -129,6 +135,16 @@ class Metrics:
         if child is None:
             child = self._child(self._sends, self._twilio_sends_total, SEND_OUTCOMES, topic, outcome)
         child.inc()
+
+    def segments(self, topic: str, count: int) -> None:
+        """Count the SMS segments of one text sent for ``topic``."""
+        child = self._segments.get(topic)
+        if child is None:
+            name = self._topic(topic)
+            child = self._segments.get(name)
+            if child is None:
+                child = self._segments[name] = self._segments_total.labels(name)
+        child.inc(count)
 
     def http_timeout(self) -> None:
         """Count one HTTP client disconnected for not finishing its request in time."""

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from pyrowire import logs
 from pyrowire.metrics import Metrics
+from pyrowire.segments import segments
 from pyrowire.settings import Topic
 from pyrowire.store import Store
 
@@ -62,18 +63,22 @@ class Sender:
 
     async def send(self, topic: Topic, *, to: str, body: str | None, media_urls: Sequence[str] = (),
                    in_reply_to: str | None = None) -> str:
+        count = segments(body)[1] if body else 0
         if topic.twilio.sandbox:
-            return await self._sandbox(topic, to, body, media_urls, in_reply_to)
+            return await self._sandbox(topic, to, body, media_urls, in_reply_to, count)
         sid: str = await self.twilio.send(
             topic.twilio, to=to, body=body, media_urls=media_urls, status_callback=topic.status_callback,
             observer=self._observer(topic.name),
         )
+        if self.metrics is not None and count:
+            self.metrics.segments(topic.name, count)
         if logs.enabled(logging.INFO):
-            self.log.info("sent {sid} to {to} for {topic}", sid=sid, to=to, topic=topic.name, outcome="sent")
+            self.log.info("sent {sid} to {to} for {topic}", sid=sid, to=to, topic=topic.name, outcome="sent",
+                          segments=count)
         return sid
 
     async def _sandbox(self, topic: Topic, to: str, body: str | None, media_urls: Sequence[str],
-                       in_reply_to: str | None) -> str:
+                       in_reply_to: str | None, count: int) -> str:
         sid = sandbox_sid()
         record = {
             "sid": sid,
@@ -83,10 +88,13 @@ class Sender:
             "media_urls": list(media_urls),
             "in_reply_to": in_reply_to,
             "at": self.clock.seconds(),
+            "segments": count,
         }
         await self.store.push_capped(self.store.keys(topic.name).outbox, json.dumps(record), topic.retention)
         if self.metrics is not None:
             self.metrics.twilio_send(topic.name, "sandbox")
+            if count:
+                self.metrics.segments(topic.name, count)
         media = f" +{len(media_urls)} media" if media_urls else ""
         self.log.info("sandbox reply {sid} to {to} for {topic}: {body!r}{media}", sid=sid, to=to,
                       topic=topic.name, body=body, media=media, outcome="sandbox")
