@@ -67,13 +67,13 @@ def properties(topic: str) -> Mapping[str, Any]:
     return default_app.properties(topic)
 
 
-def sms(message: Mapping[str, Any] | None = None, key: str = "reply", **legacy: Any) -> Deferred[str]:
+def sms(message: Mapping[str, Any] | None = None, key: str = "reply", **legacy: Any) -> Deferred[str | None]:
     """Send an SMS reply through the default app (``message_data=``/``data=`` still accepted)."""
     return default_app.sms(message, key, **legacy)
 
 
 def mms(message: Mapping[str, Any] | None = None, media_url: str | Sequence[str] = (), include_text: bool = False,
-        text_key: str = "reply", **legacy: Any) -> Deferred[str]:
+        text_key: str = "reply", **legacy: Any) -> Deferred[str | None]:
     """Send an MMS reply through the default app (``message_data=``/``data=`` still accepted)."""
     return default_app.mms(message, media_url, include_text, text_key, **legacy)
 

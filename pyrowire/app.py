@@ -45,6 +45,7 @@ class App:
         self._settings: Settings | None = None
         self.handlers: dict[str, Callable[..., Any]] = {}
         self.validators: dict[str, Callable[..., Any]] = {}
+        self.opt_out_hooks: dict[str, Callable[..., Any]] = {}
         self._checks: dict[str, list[Check]] = {}
         self.runtime: Runtime | None = None
 
@@ -74,6 +75,16 @@ class App:
 
         def register(f: F) -> F:
             self.handlers[topic] = f
+            return f
+
+        return register
+
+    def on_opt_out(self, topic: str) -> Callable[[F], F]:
+        """Register the decorated function, called in a worker with the message and ``"opted_out"``
+        (True for STOP and the other opt-out words, False for START, UNSTOP, YES) of ``topic``."""
+
+        def register(f: F) -> F:
+            self.opt_out_hooks[topic] = f
             return f
 
         return register
@@ -114,8 +125,9 @@ class App:
     # --- sending -----------------------------------------------------------
 
     def sms(self, message: Mapping[str, Any] | None = None, key: str = "reply", *,
-            message_data: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None) -> Deferred[str]:
-        """Send ``message[key]`` to ``message['number']`` from the topic's number; fires with the SID.
+            message_data: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None) -> Deferred[str | None]:
+        """Send ``message[key]`` to ``message['number']`` from the topic's number; fires with the SID
+        (None when the number opted out of the topic: nothing was sent).
 
         ``message_data=`` and ``data=`` are the 2014 pyrowire's names for ``message``.
         """
@@ -124,7 +136,7 @@ class App:
 
     def mms(self, message: Mapping[str, Any] | None = None, media_url: str | Sequence[str] = (),
             include_text: bool = False, text_key: str = "reply", *, message_data: Mapping[str, Any] | None = None,
-            data: Mapping[str, Any] | None = None) -> Deferred[str]:
+            data: Mapping[str, Any] | None = None) -> Deferred[str | None]:
         """Send media (one URL or several) to ``message['number']``, with ``message[text_key]`` if asked."""
         message = _message(message, message_data, data)
         if not media_url:
@@ -133,11 +145,11 @@ class App:
         body = message[text_key] if include_text else None
         return self._track(message, Deferred.fromCoroutine(self._send(message, body, urls)))
 
-    async def _send(self, message: Mapping[str, Any], body: str | None, media_urls: Sequence[str]) -> str:
+    async def _send(self, message: Mapping[str, Any], body: str | None, media_urls: Sequence[str]) -> str | None:
         runtime = self._running()
         return await runtime.outbound.reply(self._topic(message["topic"]), message, body, media_urls)
 
-    def _track(self, message: Mapping[str, Any], d: Deferred[str]) -> Deferred[str]:
+    def _track(self, message: Mapping[str, Any], d: Deferred[str | None]) -> Deferred[str | None]:
         """The handler running for ``message`` waits for this send before its exchange is recorded."""
         if self.runtime is not None:
             self.runtime.outbound.track(message, d)
@@ -179,6 +191,16 @@ class App:
             return value if isinstance(value, dict) else {}
 
         return Deferred.fromCoroutine(read())
+
+    def opted_out(self, topic: str, number: str) -> Deferred[bool]:
+        """Whether ``number`` opted out of ``topic`` (it texted STOP, or Twilio answered a send with 21610)."""
+
+        async def ask() -> bool:
+            runtime = self._running()
+            self._topic(topic)
+            return await runtime.store.opted_out(topic, number)
+
+        return Deferred.fromCoroutine(ask())
 
     def clear_session(self, topic: str, number: str) -> Deferred[None]:
         """Forget the conversation's session: its next message starts with ``{}``."""

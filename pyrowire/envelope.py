@@ -19,11 +19,14 @@ class Envelope:
 
     message: dict[str, Any]
     received_at: float | None
+    keyword: str | None = None  # "out", "in" or "help": an opt-out keyword, recorded, not handled
 
 
-def encode(message: dict[str, Any], received_at: float) -> str:
-    """The payload queued for ``message``."""
-    return json.dumps({"message": message, "received_at": received_at})
+def encode(message: dict[str, Any], received_at: float, keyword: str | None = None) -> str:
+    """The payload queued for ``message`` (a keyword message says which keyword it is)."""
+    if keyword is None:
+        return json.dumps({"message": message, "received_at": received_at})
+    return json.dumps({"message": message, "received_at": received_at, "keyword": keyword})
 
 
 def decode(payload: str) -> Envelope:
@@ -34,4 +37,6 @@ def decode(payload: str) -> Envelope:
     received_at = data.get("received_at")
     if received_at is not None and not isinstance(received_at, (int, float)):
         raise ValueError("not a pyrowire envelope: received_at is not a number")
-    return Envelope(data["message"], None if received_at is None else float(received_at))
+    keyword = data.get("keyword")
+    return Envelope(data["message"], None if received_at is None else float(received_at),
+                    keyword if isinstance(keyword, str) else None)

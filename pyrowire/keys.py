@@ -15,6 +15,7 @@ DEDUPE_SECONDS = 24 * 60 * 60
 # what a seen:<MessageSid> key holds: the message was accepted, or refused by a validator (v:<name>)
 ACCEPTED = "a"
 INVALID = "v:"
+KEYWORD = "k:"  # an opt-out keyword answered: k:out, k:in or k:help
 # how long a worker counts as alive after its last heartbeat
 HEARTBEAT_TTL = 15
 
@@ -99,6 +100,11 @@ class TopicKeys:
     def session(self, number: str) -> str:
         """One conversation's session, as JSON, expiring session_ttl after its last change."""
         return f"{self.base}:session:{number}"
+
+    @property
+    def optout(self) -> str:
+        """Set of the numbers that opted out of this topic (STOP, or Twilio's error 21610)."""
+        return f"{self.base}:optout"
 
     @property
     def outbox(self) -> str:

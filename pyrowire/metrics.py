@@ -27,10 +27,11 @@ from pyrowire.keys import TopicKeys
 UNKNOWN_TOPIC = ""
 
 WEBHOOK_OUTCOMES = frozenset(
-    {"queued", "invalid", "duplicate", "redis_down", "bad_request", "forbidden", "too_large", "unknown_topic"}
+    {"queued", "invalid", "duplicate", "redis_down", "bad_request", "forbidden", "too_large", "unknown_topic",
+     "opt_out", "opt_in", "help"}
 )
 HANDLED_OUTCOMES = frozenset({"complete", "retry", "dead"})
-SEND_OUTCOMES = frozenset({"sent", "sandbox", "retry", "failed"})
+SEND_OUTCOMES = frozenset({"sent", "sandbox", "retry", "failed", "suppressed"})
 DEPTH_STATES = ("queued", "in_flight", "dead")
 
 # seconds, from a quick reply to a handler that waits on slow services

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pyrowire import logs
+from pyrowire.errors import TwilioError
 from pyrowire.metrics import Metrics
 from pyrowire.segments import segments
 from pyrowire.settings import Topic
@@ -32,6 +33,10 @@ from pyrowire.store import Store
 class Twilio(Protocol):
     def send(self, creds: Any, *, to: str, body: str | None = None, media_urls: Sequence[str] = (),
              status_callback: str | None = None, observer: Any = None) -> Any: ...
+
+
+# Twilio's error for a send to a number that replied STOP to the sending number
+OPTED_OUT_CODE = 21610
 
 
 def sandbox_sid() -> str:
@@ -77,6 +82,13 @@ class Sender:
                           segments=count)
         return sid
 
+    def suppressed(self, topic: Topic, to: str, in_reply_to: str | None) -> None:
+        """Count and log a send not made because ``to`` opted out of the topic."""
+        if self.metrics is not None:
+            self.metrics.twilio_send(topic.name, "suppressed")
+        self.log.info("not sending to {to} for {topic}: opted out", to=to, topic=topic.name, outcome="suppressed",
+                      in_reply_to=in_reply_to)
+
     async def _sandbox(self, topic: Topic, to: str, body: str | None, media_urls: Sequence[str],
                        in_reply_to: str | None, count: int) -> str:
         sid = sandbox_sid()
@@ -114,6 +126,8 @@ class Exchange:
     saving: IDelayedCall | None = None
     # the Deferreds app.sms/app.mms gave the handler, awaited or not
     pending: list[Deferred[Any]] = field(default_factory=list)
+    # whether the inbound message's sender had opted out of the topic when it was taken
+    opted_out: bool = False
 
     async def settle_sends(self) -> Failure | None:
         """Wait for every send the handler started; the first failure nobody consumed (now consumed here).
@@ -165,9 +179,9 @@ class Outbound:
         # inbound MessageSid -> its exchange, while its handler runs
         self.exchanges: dict[str, Exchange] = {}
 
-    def begin(self, sid: str, previous: dict[int, str]) -> Exchange:
+    def begin(self, sid: str, previous: dict[int, str], opted_out: bool = False) -> Exchange:
         """A handler starts on inbound ``sid``; ``previous`` are the sends earlier runs of it made."""
-        exchange = self.exchanges[sid] = Exchange(sid, previous=previous)
+        exchange = self.exchanges[sid] = Exchange(sid, previous=previous, opted_out=opted_out)
         return exchange
 
     def end(self, sid: str) -> None:
@@ -182,13 +196,16 @@ class Outbound:
         return d
 
     async def reply(self, topic: Topic, message: Mapping[str, Any], body: str | None,
-                    media_urls: Sequence[str]) -> str:
-        """Send to ``message['number']``; a send an earlier run of this message made is not made again."""
+                    media_urls: Sequence[str]) -> str | None:
+        """Send to ``message['number']``; a send an earlier run of this message made is not made again.
+
+        None when the number opted out of the topic (the send is recorded as suppressed).
+        """
         inbound = message.get("sid")
+        to = message["number"]
         exchange = self.exchanges.get(inbound) if inbound is not None else None
         if exchange is None:
-            return await self.sender.send(topic, to=message["number"], body=body, media_urls=media_urls,
-                                          in_reply_to=inbound)
+            return await self.send(topic, to, body, media_urls, in_reply_to=inbound)
         index = exchange.next_index
         exchange.next_index += 1
         sid = exchange.previous.get(index)
@@ -196,8 +213,12 @@ class Outbound:
             self.log.info("{topic} {inbound}: send {index} already went out as {sid}, not sending again",
                           topic=topic.name, inbound=inbound, index=index, sid=sid)
         else:
-            sid = await self.sender.send(topic, to=message["number"], body=body, media_urls=media_urls,
-                                         in_reply_to=inbound)
+            # whether the sender opted out came with the message, in the script that took it
+            known = exchange.opted_out if to == message.get("number") else None
+            sid = await self.send(topic, to, body, media_urls, in_reply_to=inbound, opted_out=known)
+            if sid is None:
+                exchange.opted_out = True
+                return None
             exchange.previous[index] = sid
             # recorded on the next reactor turn, unless the handler finishes first (then the finish
             # record makes it moot): a fast handler costs no extra round trip per send
@@ -206,6 +227,30 @@ class Outbound:
                 exchange.saving = self.clock.callLater(0, self._save_sends, topic.name, exchange)
         exchange.sids.append(sid)
         return sid
+
+    async def send(self, topic: Topic, to: str, body: str | None, media_urls: Sequence[str],
+                   in_reply_to: str | None = None, opted_out: bool | None = None) -> str | None:
+        """One send, unless ``to`` opted out of the topic: then None, recorded and counted as suppressed.
+
+        ``opted_out`` is what the caller already knows (None: ask Redis). Twilio's error 21610
+        (the number replied STOP to the sending number) opts the number out the same way.
+        """
+        if topic.opt_out:
+            if opted_out is None:
+                opted_out = await self.store.opted_out(topic.name, to)
+            if opted_out:
+                self.sender.suppressed(topic, to, in_reply_to)
+                return None
+        try:
+            return await self.sender.send(topic, to=to, body=body, media_urls=media_urls, in_reply_to=in_reply_to)
+        except TwilioError as e:
+            if e.code != OPTED_OUT_CODE or not topic.opt_out:
+                raise
+        await self.store.opt_out(topic.name, to)
+        self.log.warn("{to} opted out of {topic} (Twilio error 21610); not sending to it any more",
+                      to=to, topic=topic.name, outcome="suppressed")
+        self.sender.suppressed(topic, to, in_reply_to)
+        return None
 
     def _save_sends(self, topic: str, exchange: Exchange) -> None:
         exchange.saving = None

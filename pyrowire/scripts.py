@@ -44,10 +44,10 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
-# the common part of TAKE and BEGIN: count the run (before the handler starts) and read the
-# conversation's session; the payload is only read, never re-encoded
+# the common part of TAKE and BEGIN: count the run (before the handler starts), read the
+# conversation's session and whether its sender opted out; the payload is only read, never re-encoded
 _BEGIN = """
-local function begin(item, runs_key, session_prefix)
+local function begin(item, runs_key, session_prefix, optout_key)
   local sid, number = '', nil
   local ok, envelope = pcall(cjson.decode, item)
   if ok and type(envelope) == 'table' and type(envelope['message']) == 'table' then
@@ -57,17 +57,28 @@ local function begin(item, runs_key, session_prefix)
   end
   local runs = redis.call('HINCRBY', runs_key, sid, 1)
   local session = false
-  if number then session = redis.call('GET', session_prefix .. number) end
-  return {runs, session}
+  local opted_out = 0
+  if number then
+    session = redis.call('GET', session_prefix .. number)
+    opted_out = redis.call('SISMEMBER', optout_key, number)
+  end
+  return {runs, session, opted_out}
 end
 """
 
-# KEYS: seen, queue, active, conv. ARGV: answer, ttl, payload ('' = answer only), conversation
-# ('' for a topic that is not ordered). Returns the earlier answer when the MessageSid was seen
-# before, else nil. A message of a conversation that is active waits in its conv list.
+# KEYS: seen, queue, active, conv, optout. ARGV: answer, ttl, payload ('' = answer only),
+# conversation ('' for a topic that is not ordered), opt-out change ('', 'out' or 'in'), sender.
+# Returns the earlier answer when the MessageSid was seen before, else nil. A message of a
+# conversation that is active waits in its conv list. STOP and START change the topic's opt-out
+# set here, at once, before any reply to the sender can go out.
 ACCEPT = Script("accept", """
 local prior = redis.call('GET', KEYS[1])
 if prior then return prior end
+if ARGV[5] == 'out' then
+  redis.call('SADD', KEYS[5], ARGV[6])
+elseif ARGV[5] == 'in' then
+  redis.call('SREM', KEYS[5], ARGV[6])
+end
 if ARGV[3] ~= '' then
   if ARGV[4] ~= '' and redis.call('SADD', KEYS[3], ARGV[4]) == 0 then
     redis.call('LPUSH', KEYS[4], ARGV[3])
@@ -79,19 +90,20 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false
 """)
 
-# KEYS: queue, inflight, runs. ARGV: session key prefix.
-# Moves the oldest ready message in flight and begins it: {payload, runs, session or nil}; nil
-# when nothing is ready (the worker then parks a BLMOVE).
+# KEYS: queue, inflight, runs, optout. ARGV: session key prefix.
+# Moves the oldest ready message in flight and begins it: {payload, runs, session or nil, opted
+# out (0 or 1)}; nil when nothing is ready (the worker then parks a BLMOVE).
 TAKE = Script("take", _BEGIN + """
 local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
 if not item then return false end
-local begun = begin(item, KEYS[3], ARGV[1])
-return {item, begun[1], begun[2]}
+local begun = begin(item, KEYS[3], ARGV[1], KEYS[4])
+return {item, begun[1], begun[2], begun[3]}
 """)
 
-# KEYS: runs. ARGV: session key prefix, payload (moved in flight by BLMOVE). {runs, session or nil}
+# KEYS: runs, optout. ARGV: session key prefix, payload (moved in flight by BLMOVE).
+# {runs, session or nil, opted out}
 BEGIN = Script("begin", _BEGIN + """
-return begin(ARGV[2], KEYS[1], ARGV[1])
+return begin(ARGV[2], KEYS[1], ARGV[1], KEYS[2])
 """)
 
 # KEYS: inflight, records, sent, dead, runs, active, conv, queue, session.

@@ -24,7 +24,7 @@ DEFAULT_ERROR = "It seems like an error has occurred...please try again later."
 
 # Every key a settings file may use: a key outside these stops start-up with one line naming it
 # (a typo would otherwise be ignored in silence). SPEC section 4 names some that are accepted
-# before they do anything (ordered, session_ttl, opt_out, help_response, mps, console_password).
+# before they do anything (mps, console_password).
 TOPIC_KEYS = frozenset({
     "send_on_accept", "accept_response", "error_response", "validators", "properties", "twilio",
     "max_message_length", "validate_signature", "status_callback", "max_attempts", "retention",
@@ -71,6 +71,9 @@ class Topic:
     # one sender's messages one at a time, in the order accepted (SPEC section 8)
     ordered: bool = True
     session_ttl: int = DEFAULT_SESSION_TTL
+    # STOP/START/HELP keywords honoured (SPEC section 9); False treats them as ordinary texts
+    opt_out: bool = True
+    help_response: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,6 @@ def _topic(name: str, raw: Any) -> Topic:
     if not isinstance(raw, Mapping):
         raise ConfigurationError(path, "must be a dict")
     check_keys(raw, path, TOPIC_KEYS)
-    _accepted_for_later(raw, path)
     twilio = _twilio(raw.get("twilio"), f"{path}.twilio")
     validators = _get(raw, "validators", path, (Mapping, list, tuple), {})
     if isinstance(validators, (list, tuple)):
@@ -214,17 +216,9 @@ def _topic(name: str, raw: Any) -> Topic:
         retention=retention,
         ordered=bool(_get(raw, "ordered", path, bool, True)),
         session_ttl=session_ttl,
+        opt_out=bool(_get(raw, "opt_out", path, bool, True)),
+        help_response=_get(raw, "help_response", path, str, ""),
     )
-
-
-def _accepted_for_later(raw: Mapping[str, Any], path: str) -> None:
-    """Type-check the topic keys SPEC section 4 names that nothing uses yet."""
-    _get(raw, "ordered", path, bool, None)
-    _get(raw, "opt_out", path, bool, None)
-    _get(raw, "help_response", path, str, None)
-    session_ttl = _get(raw, "session_ttl", path, int, None)
-    if session_ttl is not None and session_ttl < 1:
-        raise ConfigurationError(f"{path}.session_ttl", "must be at least 1")
 
 
 def _redis(raw: Any, path: str) -> RedisConfig:

@@ -56,6 +56,7 @@ class Taken:
     payload: str
     runs: int  # runs of it started so far, this one included
     session: str | None  # the conversation's stored session (JSON), if any
+    opted_out: bool = False  # its sender had opted out of the topic when it was taken
 
 
 @dataclass(frozen=True)
@@ -122,16 +123,18 @@ class Store(ABC):
         return str(await self._execute("PING")) == "PONG"
 
     async def accept(self, topic: str, sid: str, answer: str, payload: str | None,
-                     conversation: str | None = None) -> str | None:
+                     conversation: str | None = None, opt: str = "", sender: str = "") -> str | None:
         """Remember ``answer`` for ``sid`` and queue ``payload``, or return the earlier answer.
 
         With ``conversation`` (the sender, in an ordered topic) the message waits behind the
-        conversation's message that is queued, in flight or scheduled, if there is one.
+        conversation's message that is queued, in flight or scheduled, if there is one. ``opt``
+        (``out`` or ``in``) opts ``sender`` out of the topic or back in, in the same step.
         """
         k = self.keys(topic)
         number = conversation or ""
-        prior = await self._script(scripts.ACCEPT, (k.seen(sid), k.queue, k.active, k.conversation(number)),
-                                   (answer, DEDUPE_SECONDS, payload or "", number))
+        prior = await self._script(
+            scripts.ACCEPT, (k.seen(sid), k.queue, k.active, k.conversation(number), k.optout),
+            (answer, DEDUPE_SECONDS, payload or "", number, opt, sender))
         return None if prior is None else str(prior)
 
     async def take(self, popper: Popper, topic: str, worker: str) -> Taken | None:
@@ -140,18 +143,19 @@ class Store(ABC):
         Runs on the popper's connection, so a worker loop needs no other to take work.
         """
         k = self.keys(topic)
-        reply = await self._script(scripts.TAKE, (k.queue, k.inflight(worker), k.runs), (k.session(""),),
+        reply = await self._script(scripts.TAKE, (k.queue, k.inflight(worker), k.runs, k.optout), (k.session(""),),
                                    popper.execute)
         if reply is None:
             return None
-        payload, runs, session = reply
-        return Taken(str(payload), int(runs), None if session is None else str(session))
+        payload, runs, session, opted_out = reply
+        return Taken(str(payload), int(runs), None if session is None else str(session), bool(int(opted_out)))
 
     async def begin(self, popper: Popper, topic: str, payload: str) -> Taken:
         """Begin a message a blocking pop moved in flight: count its run, read its session."""
         k = self.keys(topic)
-        runs, session = await self._script(scripts.BEGIN, (k.runs,), (k.session(""), payload), popper.execute)
-        return Taken(payload, int(runs), None if session is None else str(session))
+        runs, session, opted_out = await self._script(scripts.BEGIN, (k.runs, k.optout), (k.session(""), payload),
+                                                      popper.execute)
+        return Taken(payload, int(runs), None if session is None else str(session), bool(int(opted_out)))
 
     async def finish(self, topic: str, worker: str, payload: str, sid: str, record: str, kind: str,
                      retention: int, dead: bool = False, conversation: str | None = None,
@@ -200,6 +204,13 @@ class Store(ABC):
 
     async def clear_session(self, topic: str, number: str) -> None:
         await self._execute("DEL", self.keys(topic).session(number))
+
+    async def opted_out(self, topic: str, number: str) -> bool:
+        """Whether ``number`` opted out of ``topic`` (STOP, or Twilio's error 21610)."""
+        return bool(int(await self._execute("SISMEMBER", self.keys(topic).optout, number)))
+
+    async def opt_out(self, topic: str, number: str) -> None:
+        await self._execute("SADD", self.keys(topic).optout, number)
 
     async def record_sent(self, topic: str, sid: str, index: int, outbound: str) -> None:
         """Remember that the handler's ``index``-th send for inbound ``sid`` went out as ``outbound``."""

@@ -25,7 +25,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from pyrowire import envelope, signature, twiml
 from pyrowire.errors import BadRequest, RedisUnavailable
-from pyrowire.keys import ACCEPTED, INVALID
+from pyrowire.keys import ACCEPTED, INVALID, KEYWORD
 from pyrowire.message import parse_message
 from pyrowire.metrics import Metrics
 from pyrowire.settings import Topic
@@ -35,6 +35,13 @@ if TYPE_CHECKING:
     from pyrowire.store import Store
 
 MAX_BODY = 64 * 1024
+# SPEC section 9: a whole body (trimmed, any case) that is one of these opts out, back in, or asks for help
+KEYWORDS = {
+    **dict.fromkeys(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"), "out"),
+    **dict.fromkeys(("START", "UNSTOP", "YES"), "in"),
+    **dict.fromkeys(("HELP", "INFO"), "help"),
+}
+_KEYWORD_OUTCOMES = {"out": "opt_out", "in": "opt_in", "help": "help"}
 _REFUSED = {400: "bad_request", 403: "forbidden", 413: "too_large"}
 
 
@@ -186,6 +193,10 @@ class Webhook:
 
     async def _answer(self, conf: Topic, message: dict[str, Any]) -> tuple[bytes, str]:
         """The TwiML answer and the outcome it counts as."""
+        if conf.opt_out:
+            keyword = KEYWORDS.get(message["message"].strip().upper())
+            if keyword is not None:
+                return await self._keyword(conf, message, keyword)
         checks = self.inbound.checks(conf)
         failure = await first_failure(checks, message) if checks else None
         if failure is None:
@@ -215,7 +226,31 @@ class Webhook:
             self.inbound.send_accept(conf, message)
         return twiml.response(conf.accept_response), "queued"
 
+    async def _keyword(self, conf: Topic, message: dict[str, Any], keyword: str) -> tuple[bytes, str]:
+        """STOP, START or HELP: the opt-out set changed at once, the message queued to be recorded (and
+        seen by the app's opt-out hook), never validated or handed to the handler."""
+        payload = envelope.encode(message, self.clock.seconds(), keyword)
+        try:
+            prior = await self.store.accept(conf.name, message["sid"], KEYWORD + keyword, payload,
+                                            message["number"] if conf.ordered else None,
+                                            "" if keyword == "help" else keyword, message["number"])
+        except RedisUnavailable as e:
+            if not self._redis_down:
+                self._redis_down = True
+                self.log.error("Redis unavailable, answering error_response: {error}", error=str(e))
+            return twiml.response(conf.error_response), "redis_down"
+        if prior is not None:
+            return self._replay(conf, prior), "duplicate"
+        return self._keyword_answer(conf, keyword), _KEYWORD_OUTCOMES[keyword]
+
+    @staticmethod
+    def _keyword_answer(conf: Topic, keyword: str) -> bytes:
+        # Twilio's own opt-out handling answers STOP and START; HELP gets the topic's help_response
+        return twiml.response(conf.help_response if keyword == "help" else "")
+
     def _replay(self, conf: Topic, prior: str) -> bytes:
+        if prior.startswith(KEYWORD):
+            return self._keyword_answer(conf, prior[len(KEYWORD):])
         if prior.startswith(INVALID):
             text = conf.validators.get(prior[len(INVALID):])
             if text is not None:

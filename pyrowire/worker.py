@@ -113,10 +113,11 @@ class TopicWorker(Service):
     log = Logger()
 
     def __init__(self, runtime: Runtime, topic: Topic, handler: Callable[..., Any], concurrency: int,
-                 grace: float) -> None:
+                 grace: float, on_opt_out: Callable[..., Any] | None = None) -> None:
         self.runtime = runtime
         self.topic = topic
         self.handler = handler
+        self.on_opt_out = on_opt_out
         self.concurrency = concurrency
         self.grace = grace
         self.name = f"worker:{topic.name}"
@@ -261,7 +262,7 @@ class TopicWorker(Service):
                                 f"max_attempts {topic.max_attempts})", conversation)
             return
         previous = (await self._persist(lambda: rt.store.sent(topic.name, sid)) or {}) if taken.runs > 1 else {}
-        exchange = rt.outbound.begin(sid, previous)
+        exchange = rt.outbound.begin(sid, previous, taken.opted_out)
         before = taken.session or "{}"
         try:
             stored = json.loads(before)
@@ -271,7 +272,7 @@ class TopicWorker(Service):
         started = self.clock.seconds()
         try:
             try:
-                result = await self._run(message, exchange)
+                result = await self._run(message, exchange, queued.keyword)
                 session = self._session_change(message["session"], before)
             finally:
                 rt.outbound.end(sid)
@@ -301,10 +302,21 @@ class TopicWorker(Service):
             self.log.info("{topic} {sid} complete in {duration:.3f}s", topic=topic.name, sid=sid,
                           outcome="complete", duration=finished - started)
 
-    async def _run(self, message: dict[str, Any], exchange: Exchange) -> Any:
-        """Run the handler, then wait for the sends it started; HandlingFailed if the run did not complete."""
+    async def _run(self, message: dict[str, Any], exchange: Exchange, keyword: str | None = None) -> Any:
+        """Run the handler, then wait for the sends it started; HandlingFailed if the run did not complete.
+
+        An opt-out keyword (STOP, START, HELP) is not the handler's: STOP and START go to the topic's
+        opt-out hook, if it has one, and the record says what the keyword did.
+        """
         try:
-            result = await call_user(self.handler, message)
+            if keyword is not None:
+                result: Any = {"keyword": keyword}
+                if keyword in ("out", "in"):
+                    message["opted_out"] = result["opted_out"] = keyword == "out"
+                    if self.on_opt_out is not None:
+                        await call_user(self.on_opt_out, message)
+            else:
+                result = await call_user(self.handler, message)
         except Exception as e:
             failure = Failure()
             raise HandlingFailed(traceback.format_exception_only(e)[-1].strip(), failure.getTraceback(),

@@ -198,8 +198,8 @@ class _TesterStore(MemoryStore):
         self.queued: set[str] = set()
 
     async def accept(self, topic: str, sid: str, answer: str, payload: str | None,
-                     conversation: str | None = None) -> str | None:
-        prior = await super().accept(topic, sid, answer, payload, conversation)
+                     conversation: str | None = None, opt: str = "", sender: str = "") -> str | None:
+        prior = await super().accept(topic, sid, answer, payload, conversation, opt, sender)
         if prior is None and payload:
             self.queued.add(sid)
         return prior
@@ -366,7 +366,7 @@ class AppTester:
 
         waiting = self._done.pop(sid, None)
         try:
-            await _Worker(self.runtime, topic, run, 1, 0.0).handle(taken)
+            await _Worker(self.runtime, topic, run, 1, 0.0, self.app.opt_out_hooks.get(topic.name)).handle(taken)
             outcome.record = await self._record(topic.name, sid)
         except BaseException:
             if waiting is None:
