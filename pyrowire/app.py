@@ -125,7 +125,8 @@ class App:
     # --- sending -----------------------------------------------------------
 
     def sms(self, message: Mapping[str, Any] | None = None, key: str = "reply", *,
-            message_data: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None) -> Deferred[str | None]:
+            message_data: Mapping[str, Any] | None = None,
+            data: Mapping[str, Any] | None = None) -> Deferred[str | None]:
         """Send ``message[key]`` to ``message['number']`` from the topic's number; fires with the SID
         (None when the number opted out of the topic: nothing was sent).
 

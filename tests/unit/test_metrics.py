@@ -87,9 +87,10 @@ def test_webhook_counts_by_topic_and_outcome(metrics: Metrics) -> None:
 def test_configured_topics_start_at_zero(metrics: Metrics) -> None:
     """Every outcome of a configured topic is exposed at 0 before its first event, so rate() sees it."""
     outcomes = {s["outcome"] for s in series(metrics, "pyrowire_webhooks_total") if s["topic"] == "poll"}
-    assert outcomes == {"queued", "invalid", "duplicate", "redis_down", "bad_request", "forbidden", "too_large"}
+    assert outcomes == {"queued", "invalid", "duplicate", "redis_down", "bad_request", "forbidden", "too_large",
+                        "opt_out", "opt_in", "help"}
     sends = {s["outcome"] for s in series(metrics, "pyrowire_twilio_sends_total") if s["topic"] == "poll"}
-    assert sends == {"sent", "sandbox", "retry", "failed"}
+    assert sends == {"sent", "sandbox", "retry", "failed", "suppressed"}
 
 
 def test_unknown_topics_share_one_empty_label(metrics: Metrics) -> None:
