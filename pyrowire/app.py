@@ -46,6 +46,7 @@ class App:
         self.handlers: dict[str, Callable[..., Any]] = {}
         self.validators: dict[str, Callable[..., Any]] = {}
         self.opt_out_hooks: dict[str, Callable[..., Any]] = {}
+        self.status_hooks: dict[str, Callable[..., Any]] = {}
         self._checks: dict[str, list[Check]] = {}
         self.runtime: Runtime | None = None
 
@@ -88,6 +89,19 @@ class App:
             return f
 
         return register
+
+    def on_status(self, topic: str) -> Callable[[F], F]:
+        """Register the decorated function, called in a worker at least once per change of an outbound
+        message's delivery status, with ``{"sid", "status", "previous", "error_code", "to", "topic"}``."""
+
+        def register(f: F) -> F:
+            self.status_hooks[topic] = f
+            return f
+
+        return register
+
+    def watches_status(self, topic: str) -> bool:
+        return topic in self.status_hooks
 
     def validator(self, name: str) -> Callable[[F], F]:
         """Register the decorated function as validator ``name``; True from it means invalid."""
@@ -190,6 +204,20 @@ class App:
             stored = await runtime.store.session(topic, number)
             value = json.loads(stored) if stored else {}
             return value if isinstance(value, dict) else {}
+
+        return Deferred.fromCoroutine(read())
+
+    def delivery(self, topic: str, sid: str) -> Deferred[dict[str, Any] | None]:
+        """What Twilio said of outbound ``sid``: ``{"status", "error_code", "events"}``; None if nothing yet."""
+
+        async def read() -> dict[str, Any] | None:
+            runtime = self._running()
+            self._topic(topic)
+            current, events = await runtime.store.delivery(topic, sid)
+            if not current and not events:
+                return None
+            return {"status": current.get("status"), "error_code": current.get("error_code") or None,
+                    "events": [json.loads(e) for e in events]}
 
         return Deferred.fromCoroutine(read())
 

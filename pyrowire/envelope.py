@@ -20,6 +20,7 @@ class Envelope:
     message: dict[str, Any]
     received_at: float | None
     keyword: str | None = None  # "out", "in" or "help": an opt-out keyword, recorded, not handled
+    kind: str = "message"  # or "status": a delivery status change for the topic's on_status function
 
 
 def encode(message: dict[str, Any], received_at: float, keyword: str | None = None) -> str:
@@ -38,5 +39,6 @@ def decode(payload: str) -> Envelope:
     if received_at is not None and not isinstance(received_at, (int, float)):
         raise ValueError("not a pyrowire envelope: received_at is not a number")
     keyword = data.get("keyword")
+    kind = data.get("kind")
     return Envelope(data["message"], None if received_at is None else float(received_at),
-                    keyword if isinstance(keyword, str) else None)
+                    keyword if isinstance(keyword, str) else None, kind if isinstance(kind, str) else "message")

@@ -12,6 +12,8 @@ import functools
 from dataclasses import dataclass
 
 DEDUPE_SECONDS = 24 * 60 * 60
+# how long an outbound message's delivery status and events are kept after its last callback
+DELIVERY_SECONDS = 7 * 24 * 60 * 60
 # what a seen:<MessageSid> key holds: the message was accepted, or refused by a validator (v:<name>)
 ACCEPTED = "a"
 INVALID = "v:"
@@ -100,6 +102,19 @@ class TopicKeys:
     def session(self, number: str) -> str:
         """One conversation's session, as JSON, expiring session_ttl after its last change."""
         return f"{self.base}:session:{number}"
+
+    def delivery(self, sid: str) -> str:
+        """Hash of an outbound message's current delivery status (status, rank, error_code, to)."""
+        return f"{self.base}:delivery:{sid}"
+
+    def events(self, sid: str) -> str:
+        """List of the status callbacks received for an outbound message, oldest first."""
+        return f"{self.base}:events:{sid}"
+
+    @property
+    def statuses(self) -> str:
+        """List of the on_status runs, newest first, capped at the topic's retention."""
+        return f"{self.base}:statuses"
 
     @property
     def optout(self) -> str:

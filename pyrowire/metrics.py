@@ -33,6 +33,8 @@ WEBHOOK_OUTCOMES = frozenset(
 HANDLED_OUTCOMES = frozenset({"complete", "retry", "dead"})
 SEND_OUTCOMES = frozenset({"sent", "sandbox", "retry", "failed", "suppressed"})
 DEPTH_STATES = ("queued", "in_flight", "dead")
+DELIVERY_STATUSES = frozenset({"accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered",
+                               "failed", "canceled", "read"})
 
 # seconds, from a quick reply to a handler that waits on slow services
 HANDLER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -74,6 +76,10 @@ class Metrics:
         self._segments_total = Counter(
             "pyrowire_twilio_segments_total", "SMS segments of the texts sent (or recorded by the sandbox), by topic.",
             ("topic",), registry=r,
+        )
+        self._delivery_total = Counter(
+            "pyrowire_delivery_total", "Changes of an outbound message's delivery status, by topic and new status.",
+            ("topic", "status"), registry=r,
         )
         self._queue_depth = Gauge(
             "pyrowire_queue_depth", "Messages per topic queued, in flight and dead, as of the last refresh.",
@@ -146,6 +152,10 @@ class Metrics:
             if child is None:
                 child = self._segments[name] = self._segments_total.labels(name)
         child.inc(count)
+
+    def delivery(self, topic: str, status: str) -> None:
+        """Count one outbound message of ``topic`` whose status moved to ``status``."""
+        self._delivery_total.labels(self._topic(topic), status if status in DELIVERY_STATUSES else "other").inc()
 
     def http_timeout(self) -> None:
         """Count one HTTP client disconnected for not finishing its request in time."""

@@ -212,6 +212,13 @@ def resolve(
                 for name, t in settings.topics.items()
             },
         )
+    if profile.public_url:
+        # every send carries a StatusCallback: the topic's own, else this deployment's /status/<topic>
+        base = profile.public_url.rstrip("/")
+        settings = dataclasses.replace(settings, topics={
+            name: t if t.status_callback else dataclasses.replace(t, status_callback=f"{base}/status/{name}")
+            for name, t in settings.topics.items()
+        })
     return ProcessConfig(
         settings=settings,
         profile=profile,

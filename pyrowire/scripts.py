@@ -185,6 +185,35 @@ end
 return {n, redis.call('LLEN', KEYS[1])}
 """)
 
+# KEYS: delivery, events, queue, optout. ARGV: status, rank, error code, event (JSON), ttl, the
+# on_status message's text before and after its "previous" value ('' when nobody listens), a number
+# to opt out ('' for none). Keeps every new event; the status moves only forward (rank, and a final
+# status (rank 3) changes only from delivered to read). Returns {changed (0/1), previous status}.
+STATUS = Script("status", """
+local current = redis.call('HGET', KEYS[1], 'status')
+if ARGV[8] ~= '' then redis.call('SADD', KEYS[4], ARGV[8]) end
+if current == ARGV[1] then return {0, current} end
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('LTRIM', KEYS[2], -100, -1)
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+local rank = tonumber(redis.call('HGET', KEYS[1], 'rank') or '-1')
+local changed
+if rank >= 3 then
+  changed = current == 'delivered' and ARGV[1] == 'read'
+else
+  changed = tonumber(ARGV[2]) > rank
+end
+if not changed then return {0, current} end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], 'error_code', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+if ARGV[6] ~= '' then
+  local previous = 'null'
+  if current then previous = cjson.encode(current) end
+  redis.call('LPUSH', KEYS[3], ARGV[6] .. previous .. ARGV[7])
+end
+return {1, current}
+""")
+
 # KEYS: sent. ARGV: index, outbound sid, ttl.
 SENT = Script("sent", """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -236,4 +265,4 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return 1
 """)
 
-ALL = (ACCEPT, TAKE, BEGIN, FINISH, RETRY, DUE, REQUEUE, SENT, RECLAIM, SWEEP, HEARTBEAT, PUSH_CAPPED)
+ALL = (ACCEPT, TAKE, BEGIN, FINISH, RETRY, DUE, REQUEUE, STATUS, SENT, RECLAIM, SWEEP, HEARTBEAT, PUSH_CAPPED)

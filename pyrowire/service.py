@@ -161,7 +161,7 @@ class PyrowireService(MultiService):
         config = self.config
         self.workers = [
             TopicWorker(runtime, config.settings.topics[name], self.app.handlers[name], config.concurrency,
-                        config.grace, self.app.opt_out_hooks.get(name))
+                        config.grace, self.app.opt_out_hooks.get(name), self.app.status_hooks.get(name))
             for name in config.topics
         ]
         self.supervisor = Supervisor(runtime, config.topics, self.workers, config.heartbeat_ttl)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 
 from pyrowire import scripts
-from pyrowire.keys import DEDUPE_SECONDS, HEARTBEAT_TTL, TopicKeys, topic_keys
+from pyrowire.keys import DEDUPE_SECONDS, DELIVERY_SECONDS, HEARTBEAT_TTL, TopicKeys, topic_keys
 from pyrowire.scripts import Script
 
 # dead letters moved back per script run by requeue_dead
@@ -204,6 +204,27 @@ class Store(ABC):
 
     async def clear_session(self, topic: str, number: str) -> None:
         await self._execute("DEL", self.keys(topic).session(number))
+
+    async def record_status(self, topic: str, sid: str, status: str, rank: int, error_code: str, event: str,
+                            hook: tuple[str, str] | None = None, opt_out: str = "") -> tuple[bool, str | None]:
+        """Keep a status callback of outbound ``sid``; (whether its status moved forward, the status before).
+
+        ``hook`` is the on_status message's JSON text around its ``previous`` value, queued when the
+        status moved; ``opt_out`` a number to opt out (Twilio's 21610) in the same step.
+        """
+        k = self.keys(topic)
+        before, after = hook or ("", "")
+        changed, previous = await self._script(
+            scripts.STATUS, (k.delivery(sid), k.events(sid), k.queue, k.optout),
+            (status, rank, error_code, event, DELIVERY_SECONDS, before, after, opt_out))
+        return bool(int(changed)), None if previous is None else str(previous)
+
+    async def delivery(self, topic: str, sid: str) -> tuple[dict[str, str], list[str]]:
+        """An outbound message's delivery hash and its events (JSON), oldest first."""
+        k = self.keys(topic)
+        current = _pairs(await self._execute("HGETALL", k.delivery(sid)))
+        events = [str(e) for e in await self._execute("LRANGE", k.events(sid), 0, -1)]
+        return current, events
 
     async def opted_out(self, topic: str, number: str) -> bool:
         """Whether ``number`` opted out of ``topic`` (STOP, or Twilio's error 21610)."""

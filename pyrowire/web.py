@@ -16,8 +16,9 @@ from twisted.web.resource import IResource
 from pyrowire.metrics import Metrics
 from pyrowire.ops import Operations
 from pyrowire.site import Root
+from pyrowire.status import StatusCallbacks
 from pyrowire.store import Store
-from pyrowire.webhook import Inbound, Webhook
+from pyrowire.webhook import Inbound, QueueResource, Webhook
 
 
 def root(inbound: Inbound | None, store: Store, clock: IReactorTime, metrics: Metrics,
@@ -27,5 +28,7 @@ def root(inbound: Inbound | None, store: Store, clock: IReactorTime, metrics: Me
     ``/health`` reports the worker loops ``workers`` describes."""
     leaves: dict[bytes, IResource] = {}
     if inbound is not None:
-        leaves[b"queue"] = Webhook(inbound, store, clock, public_url, metrics).queue_resource()
+        webhook = Webhook(inbound, store, clock, public_url, metrics)
+        leaves[b"queue"] = webhook.queue_resource()
+        leaves[b"status"] = QueueResource(webhook, StatusCallbacks(webhook).answer)
     return Root(Operations(store, metrics, workers).resource(), leaves)

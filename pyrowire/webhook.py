@@ -12,7 +12,7 @@ checks, and sending the accept response) and Redis only through the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
@@ -74,15 +74,21 @@ class Inbound(Protocol):
         """Send the accept response through the REST API too (``send_on_accept``)."""
         ...
 
+    def watches_status(self, topic: str) -> bool:
+        """Whether the app has an ``on_status`` function for ``topic``."""
+        ...
+
 
 class QueueResource(Resource):
-    """The webhook route as a twisted.web leaf: ``postpath`` is ``[topic]``."""
+    """A route ``/<name>/<topic>`` as a twisted.web leaf (``postpath`` is ``[topic]``), answered by an
+    ``async`` function of the request and the topic: the webhook's ``queue``, or the status callbacks'."""
 
     isLeaf = True
 
-    def __init__(self, webhook: Webhook) -> None:
+    def __init__(self, webhook: Webhook, answer: Callable[[Any, str], Coroutine[Any, Any, bytes]] | None = None) -> None:
         super().__init__()
         self.webhook = webhook
+        self.answer = answer or webhook.queue
 
     def render(self, request: Any) -> Any:
         postpath = request.postpath
@@ -92,7 +98,7 @@ class QueueResource(Resource):
             topic = postpath[0].decode("utf-8")
         except UnicodeDecodeError:
             return Webhook._plain(request, 404, "There is no such topic.")
-        d = Deferred.fromCoroutine(self.webhook.queue(request, topic))
+        d: Deferred[bytes] = Deferred.fromCoroutine(self.answer(request, topic))
         d.addCallbacks(self._write, self._failed, callbackArgs=(request,), errbackArgs=(request,))
         return NOT_DONE_YET
 
@@ -147,9 +153,9 @@ class Webhook:
             self.metrics.webhook("", "unknown_topic")
             return self._plain(request, 404, f"There is no topic called {topic!r}.")
         try:
-            params = self._params(request)
+            params = self.params(request)
             if conf.validate_signature:
-                self._check_signature(request, conf, params)
+                self.check_signature(request, conf, params)
             message = parse_message(topic, params)
         except BadRequest as e:
             self.metrics.webhook(topic, _REFUSED.get(e.status, "bad_request"))
@@ -159,7 +165,7 @@ class Webhook:
         self.metrics.webhook(topic, outcome)
         return answer
 
-    def _params(self, request: IRequest) -> dict[str, list[str]]:
+    def params(self, request: IRequest) -> dict[str, list[str]]:
         length = request.getHeader(b"content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY:
             raise BadRequest(413, "The request body is larger than 64 KiB.")
@@ -184,7 +190,7 @@ class Webhook:
         host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
         return f"{scheme}://{host}{uri}"
 
-    def _check_signature(self, request: IRequest, conf: Topic, params: Mapping[str, Sequence[str]]) -> None:
+    def check_signature(self, request: IRequest, conf: Topic, params: Mapping[str, Sequence[str]]) -> None:
         token = conf.twilio.auth_token or ""
         given = request.getHeader(b"x-twilio-signature")
         signed = {} if request.method == b"GET" else params

@@ -113,11 +113,13 @@ class TopicWorker(Service):
     log = Logger()
 
     def __init__(self, runtime: Runtime, topic: Topic, handler: Callable[..., Any], concurrency: int,
-                 grace: float, on_opt_out: Callable[..., Any] | None = None) -> None:
+                 grace: float, on_opt_out: Callable[..., Any] | None = None,
+                 on_status: Callable[..., Any] | None = None) -> None:
         self.runtime = runtime
         self.topic = topic
         self.handler = handler
         self.on_opt_out = on_opt_out
+        self.on_status = on_status
         self.concurrency = concurrency
         self.grace = grace
         self.name = f"worker:{topic.name}"
@@ -253,7 +255,8 @@ class TopicWorker(Service):
         message = queued.message
         sid = str(message.get("sid") or "")
         number = message.get("number")
-        conversation = str(number) if topic.ordered and number is not None else None
+        conversation = str(number) if topic.ordered and number is not None and queued.kind == "message" else None
+        records = "statuses" if queued.kind == "status" else "complete"
         base = {"worker": rt.worker_id, "attempt": taken.runs, "received_at": queued.received_at}
         if taken.runs > topic.max_attempts + CRASH_RERUNS:
             # runs are counted before they start: the ones that never finished killed their worker
@@ -268,12 +271,14 @@ class TopicWorker(Service):
             stored = json.loads(before)
         except ValueError:
             stored = {}
-        message["session"] = stored if isinstance(stored, dict) else {}
+        conversing = queued.kind == "message"  # a status change belongs to no conversation
+        if conversing:
+            message["session"] = stored if isinstance(stored, dict) else {}
         started = self.clock.seconds()
         try:
             try:
-                result = await self._run(message, exchange, queued.keyword)
-                session = self._session_change(message["session"], before)
+                result = await self._run(message, exchange, queued.keyword, queued.kind)
+                session = self._session_change(message["session"], before) if conversing else None
             finally:
                 rt.outbound.end(sid)
             finished = self.clock.seconds()
@@ -296,21 +301,26 @@ class TopicWorker(Service):
         if rt.metrics is not None:
             rt.metrics.handled(topic.name, "complete", finished - started)
         exchange.settle()
-        await self._persist(partial(rt.store.finish, topic.name, rt.worker_id, payload, sid, text, "complete",
+        await self._persist(partial(rt.store.finish, topic.name, rt.worker_id, payload, sid, text, records,
                                     topic.retention, False, conversation, session))
         if logs.enabled(logging.INFO):
             self.log.info("{topic} {sid} complete in {duration:.3f}s", topic=topic.name, sid=sid,
                           outcome="complete", duration=finished - started)
 
-    async def _run(self, message: dict[str, Any], exchange: Exchange, keyword: str | None = None) -> Any:
+    async def _run(self, message: dict[str, Any], exchange: Exchange, keyword: str | None = None,
+                   kind: str = "message") -> Any:
         """Run the handler, then wait for the sends it started; HandlingFailed if the run did not complete.
 
         An opt-out keyword (STOP, START, HELP) is not the handler's: STOP and START go to the topic's
         opt-out hook, if it has one, and the record says what the keyword did.
         """
+        result: Any = None
         try:
-            if keyword is not None:
-                result: Any = {"keyword": keyword}
+            if kind == "status":
+                if self.on_status is not None:
+                    result = await call_user(self.on_status, message)
+            elif keyword is not None:
+                result = {"keyword": keyword}
                 if keyword in ("out", "in"):
                     message["opted_out"] = result["opted_out"] = keyword == "out"
                     if self.on_opt_out is not None:

@@ -366,7 +366,8 @@ class AppTester:
 
         waiting = self._done.pop(sid, None)
         try:
-            await _Worker(self.runtime, topic, run, 1, 0.0, self.app.opt_out_hooks.get(topic.name)).handle(taken)
+            hooks = (self.app.opt_out_hooks.get(topic.name), self.app.status_hooks.get(topic.name))
+            await _Worker(self.runtime, topic, run, 1, 0.0, *hooks).handle(taken)
             outcome.record = await self._record(topic.name, sid)
         except BaseException:
             if waiting is None:

@@ -53,7 +53,8 @@ class Harness:
 
     def start(self, handler: Callable[..., Any]) -> TopicWorker:
         topic = self.app.settings.topics["echo"]
-        self.worker = TopicWorker(self.runtime, topic, handler, self.concurrency, self.grace)
+        self.worker = TopicWorker(self.runtime, topic, handler, self.concurrency, self.grace,
+                                  self.app.opt_out_hooks.get("echo"), self.app.status_hooks.get("echo"))
         self.supervisor = Supervisor(self.runtime, ["echo"], [self.worker])
         result_of(self.supervisor.first_beat())
         self.supervisor.startService()

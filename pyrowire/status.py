@@ -1,0 +1,91 @@
+"""Twilio's status callbacks: ``POST /status/<topic>``, one per change of an outbound message.
+
+Callbacks arrive out of order (``sent`` after ``delivered`` is common), so the status
+kept per outbound SID only moves forward: ``accepted``/``scheduled``/``queued`` <
+``sending`` < ``sent`` < the final statuses, a final status changes only from
+``delivered`` to ``read``, and a repeated event changes nothing. Every event is kept.
+A change is queued for the topic's ``@app.on_status`` function, when it has one, and run
+by a worker like any message. Error 21610 in a callback opts the recipient out.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from pyrowire.errors import BadRequest, RedisUnavailable
+
+if TYPE_CHECKING:
+    from pyrowire.webhook import Webhook
+
+RANKS = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2,
+         "delivered": 3, "undelivered": 3, "failed": 3, "canceled": 3, "read": 4}
+FINAL = frozenset({"delivered", "undelivered", "failed", "canceled", "read"})
+OPTED_OUT_CODE = "21610"
+
+
+def rank(status: str) -> int:
+    """Where ``status`` stands in a message's life; -1 for a status that is not an outbound message's."""
+    return RANKS.get(status, -1)
+
+
+class StatusCallbacks:
+    """The status callback endpoint of one application, using its webhook's checks."""
+
+    log = Logger()
+
+    def __init__(self, webhook: Webhook) -> None:
+        self.webhook = webhook
+
+    async def answer(self, request: IRequest, topic: str) -> bytes:
+        """Answer one status callback for ``topic`` (status and headers set on ``request``)."""
+        webhook = self.webhook
+        if request.method != b"POST":
+            request.setHeader(b"Allow", b"POST")
+            return webhook._plain(request, 405, "Only POST is allowed here.")
+        conf = webhook.inbound.topics.get(topic)
+        if conf is None:
+            return webhook._plain(request, 404, f"There is no topic called {topic!r}.")
+        try:
+            params = webhook.params(request)
+            if conf.validate_signature:
+                webhook.check_signature(request, conf, params)
+            values = {name: found[0] for name, found in params.items() if found}
+            for required in ("MessageSid", "MessageStatus"):
+                if not values.get(required):
+                    raise BadRequest(400, f"The {required} parameter is missing.")
+        except BadRequest as e:
+            return webhook._plain(request, e.status, e.sentence)
+        try:
+            await self._record(topic, values)
+        except RedisUnavailable as e:
+            self.log.warn("status callback for {topic} not recorded, Twilio will retry: {error}",
+                          topic=topic, error=str(e))
+            return webhook._plain(request, 503, "Not recorded now; try again.")
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b""
+
+    async def _record(self, topic: str, values: dict[str, str]) -> None:
+        sid, status = values["MessageSid"], values["MessageStatus"].lower()
+        code = values.get("ErrorCode") or ""
+        to = values.get("To") or ""
+        event = json.dumps({"status": status, "error_code": code or None, "at": self.webhook.clock.seconds(),
+                            "to": to or None})
+        hook = None
+        if self.webhook.inbound.watches_status(topic):
+            # the on_status message, queued by the script with the status it replaced spliced in
+            change = json.dumps({"sid": sid, "status": status, "error_code": code or None, "to": to or None,
+                                 "topic": topic, "previous": None})
+            before = change[: change.rindex("null")]
+            envelope = f'{{"kind": "status", "received_at": {self.webhook.clock.seconds()!r}, "message": '
+            hook = (envelope + before, change[len(before) + 4:] + "}")
+        opt_out = to if code == OPTED_OUT_CODE else ""
+        changed, previous = await self.webhook.store.record_status(topic, sid, status, rank(status), code, event,
+                                                                   hook, opt_out)
+        if changed:
+            self.webhook.metrics.delivery(topic, status)
+        self.log.debug("{topic} {sid}: {status} ({change})", topic=topic, sid=sid, status=status,
+                       change=f"was {previous}" if changed else "no change")
