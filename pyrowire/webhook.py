@@ -85,7 +85,8 @@ class QueueResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, webhook: Webhook, answer: Callable[[Any, str], Coroutine[Any, Any, bytes]] | None = None) -> None:
+    def __init__(self, webhook: Webhook,
+                 answer: Callable[[Any, str], Coroutine[Any, Any, bytes]] | None = None) -> None:
         super().__init__()
         self.webhook = webhook
         self.answer = answer or webhook.queue

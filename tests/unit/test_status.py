@@ -1,4 +1,4 @@
-"""Status callbacks (SPEC section 9): POST /status/<topic>, a status never going backwards, on_status run by a worker."""
+"""Status callbacks (SPEC section 9): POST /status/<topic>, a status never going back, on_status run by a worker."""
 
 from __future__ import annotations
 
