@@ -182,6 +182,22 @@ class App:
         """The configured topics, by name."""
         return self.settings.topics
 
+    def send(self, topic: str, to: str, body: str | None = None,
+             media_url: str | Sequence[str] | None = None) -> Deferred[str | None]:
+        """Send a message that answers nothing (a reminder, an alert), from anywhere in the process.
+
+        Paced and opt-out aware like a reply; fires with the SID, or None when ``to`` opted out.
+        """
+
+        async def go() -> str | None:
+            runtime = self._running()
+            if not body and not media_url:
+                raise TypeError("send() needs a body or a media_url")
+            urls = [media_url] if isinstance(media_url, str) else list(media_url or ())
+            return await runtime.outbound.send(self._topic(topic), to, body, urls)
+
+        return Deferred.fromCoroutine(go())
+
     def send_accept(self, topic: Topic, message: Mapping[str, Any]) -> None:
         """Send the accept response through the REST API too (``send_on_accept``), in the background."""
         self._running().outbound.send_accept(topic, message)

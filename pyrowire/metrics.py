@@ -81,6 +81,10 @@ class Metrics:
             "pyrowire_delivery_total", "Changes of an outbound message's delivery status, by topic and new status.",
             ("topic", "status"), registry=r,
         )
+        self._pacing = Gauge(
+            "pyrowire_pacing_waiting", "Sends waiting for their turn at a paced sender (twilio.mps), in this process.",
+            ("sender",), registry=r,
+        )
         self._queue_depth = Gauge(
             "pyrowire_queue_depth", "Messages per topic queued, in flight and dead, as of the last refresh.",
             ("topic", "state"), registry=r,
@@ -156,6 +160,10 @@ class Metrics:
     def delivery(self, topic: str, status: str) -> None:
         """Count one outbound message of ``topic`` whose status moved to ``status``."""
         self._delivery_total.labels(self._topic(topic), status if status in DELIVERY_STATUSES else "other").inc()
+
+    def pacing(self, sender: str, change: int) -> None:
+        """One more (+1) or one fewer (-1) send waiting for ``sender``'s pace."""
+        self._pacing.labels(sender).inc(change)
 
     def http_timeout(self) -> None:
         """Count one HTTP client disconnected for not finishing its request in time."""

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -241,6 +242,9 @@ class Outbound:
             if opted_out:
                 self.sender.suppressed(topic, to, in_reply_to)
                 return None
+        twilio = topic.twilio
+        if twilio.mps is not None and not twilio.sandbox:
+            await self._pace(topic, body)
         try:
             return await self.sender.send(topic, to=to, body=body, media_urls=media_urls, in_reply_to=in_reply_to)
         except TwilioError as e:
@@ -251,6 +255,24 @@ class Outbound:
                       to=to, topic=topic.name, outcome="suppressed")
         self.sender.suppressed(topic, to, in_reply_to)
         return None
+
+    async def _pace(self, topic: Topic, body: str | None) -> None:
+        """Wait for this send's turn at the sender's ``mps`` (SPEC section 9), without blocking anything else."""
+        twilio = topic.twilio
+        assert twilio.mps is not None
+        sender = twilio.sender
+        cost = max(1, segments(body)[1] if body else 1)
+        wait = await self.store.pace(sender, twilio.mps, cost, self.clock.seconds())
+        if wait <= 0:
+            return
+        metrics = self.sender.metrics
+        if metrics is not None:
+            metrics.pacing(sender, +1)
+        try:
+            await deferLater(self.clock, wait)
+        finally:
+            if metrics is not None:
+                metrics.pacing(sender, -1)
 
     def _save_sends(self, topic: str, exchange: Exchange) -> None:
         exchange.saving = None

@@ -214,6 +214,22 @@ end
 return {1, current}
 """)
 
+# KEYS: bucket. ARGV: rate (segments a second), burst, cost (segments), now (seconds).
+# A token bucket that may go into debt: the send takes its tokens at once and waits until the
+# debt is paid, so every process sharing the sender queues behind the others in one round trip.
+# Returns the seconds to wait (as a string, 0 when the send may go now).
+PACE = Script("pace", """
+local rate, burst, cost, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or ARGV[2])
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or ARGV[4])
+if now > at then tokens = math.min(burst, tokens + (now - at) * rate) else now = at end
+tokens = tokens - cost
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 60)
+if tokens >= 0 then return '0' end
+return tostring(-tokens / rate)
+""")
+
 # KEYS: sent. ARGV: index, outbound sid, ttl.
 SENT = Script("sent", """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -265,4 +281,4 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return 1
 """)
 
-ALL = (ACCEPT, TAKE, BEGIN, FINISH, RETRY, DUE, REQUEUE, STATUS, SENT, RECLAIM, SWEEP, HEARTBEAT, PUSH_CAPPED)
+ALL = (ACCEPT, TAKE, BEGIN, FINISH, RETRY, DUE, REQUEUE, STATUS, PACE, SENT, RECLAIM, SWEEP, HEARTBEAT, PUSH_CAPPED)

@@ -24,7 +24,7 @@ DEFAULT_ERROR = "It seems like an error has occurred...please try again later."
 
 # Every key a settings file may use: a key outside these stops start-up with one line naming it
 # (a typo would otherwise be ignored in silence). SPEC section 4 names some that are accepted
-# before they do anything (mps, console_password).
+# before they do anything (console_password).
 TOPIC_KEYS = frozenset({
     "send_on_accept", "accept_response", "error_response", "validators", "properties", "twilio",
     "max_message_length", "validate_signature", "status_callback", "max_attempts", "retention",
@@ -49,6 +49,13 @@ class TwilioConfig:
     messaging_service_sid: str | None = None
     sandbox: bool = True
     api_base: str = DEFAULT_API_BASE
+    # segments a second the sender may send, shared by every process (None: not paced)
+    mps: float | None = None
+
+    @property
+    def sender(self) -> str:
+        """Whom Twilio paces: the from number, else the messaging service."""
+        return self.from_number or self.messaging_service_sid or ""
 
 
 @dataclass(frozen=True)
@@ -172,7 +179,7 @@ def _twilio(raw: Any, path: str) -> TwilioConfig:
             raise ConfigurationError(path, "account_sid and auth_token are needed unless sandbox is true")
         if not (from_number or service):
             raise ConfigurationError(path, "from_number or messaging_service_sid is needed")
-    return TwilioConfig(sid, token, from_number, service, sandbox, api_base)
+    return TwilioConfig(sid, token, from_number, service, sandbox, api_base, None if mps is None else float(mps))
 
 
 def _topic(name: str, raw: Any) -> Topic:

@@ -226,6 +226,13 @@ class Store(ABC):
         events = [str(e) for e in await self._execute("LRANGE", k.events(sid), 0, -1)]
         return current, events
 
+    async def pace(self, sender: str, rate: float, cost: int, now: float) -> float:
+        """Take ``cost`` segments of ``sender``'s bucket (``rate`` a second, a second's worth of burst);
+        the seconds to wait before sending, shared with every process on this Redis."""
+        key = f"{self.prefix}:pace:{{{sender}}}"
+        wait = await self._script(scripts.PACE, (key,), (repr(rate), repr(rate), cost, repr(now)))
+        return float(wait)
+
     async def opted_out(self, topic: str, number: str) -> bool:
         """Whether ``number`` opted out of ``topic`` (STOP, or Twilio's error 21610)."""
         return bool(int(await self._execute("SISMEMBER", self.keys(topic).optout, number)))

@@ -585,3 +585,12 @@ async def test_a_script_failing_half_way_loses_no_message(store: Store) -> None:
     with pytest.raises(RedisReplyError):
         await store.reclaim("echo", W)
     assert await store.lrange(keys.inflight(W)) == ["p1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_pace_queues_sends_behind_each_other_at_the_rate(store: Store) -> None:
+    """PACE: a burst of one second's worth goes at once, then each send waits its turn; the bucket refills."""
+    waits = [await store.pace("+15005550006", 2.0, 1, 100.0) for _ in range(4)]
+    assert waits == [0.0, 0.0, 0.5, 1.0]
+    assert await store.pace("+15005550006", 2.0, 1, 103.0) == 0.0  # the debt is paid and the burst back
+    assert await store.pace("+15005550007", 2.0, 3, 103.0) == 0.5  # another sender has its own bucket
