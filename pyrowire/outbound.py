@@ -23,7 +23,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pyrowire import logs
+from pyrowire import logs, status
 from pyrowire.errors import TwilioError
 from pyrowire.metrics import Metrics
 from pyrowire.segments import segments
@@ -57,6 +57,8 @@ class Sender:
         self.clock = clock
         self.metrics = metrics
         self._observers: dict[str, Callable[[str, Any], None]] = {}
+        # whether a topic has an on_status function (the service sets it from the app)
+        self.watches_status: Callable[[str], bool] = lambda _topic: False
 
     def _observer(self, topic: str) -> Callable[[str, Any], None] | None:
         metrics = self.metrics
@@ -108,6 +110,9 @@ class Sender:
             self.metrics.twilio_send(topic.name, "sandbox")
             if count:
                 self.metrics.segments(topic.name, count)
+        # no carrier in the sandbox: the message is delivered at once, so statuses can be watched
+        await status.record(self.store, self.clock.seconds(), topic.name, sid, "delivered", "", to,
+                            self.watches_status(topic.name), self.metrics)
         media = f" +{len(media_urls)} media" if media_urls else ""
         self.log.info("sandbox reply {sid} to {to} for {topic}: {body!r}{media}", sid=sid, to=to,
                       topic=topic.name, body=body, media=media, outcome="sandbox")

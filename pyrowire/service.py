@@ -138,8 +138,9 @@ class PyrowireService(MultiService):
         await self._wait_for_redis()
         self.watch = redis_watch.watch(self.store, self.reactor, config.role, config.topics, bool(config.listen))
         self.twilio = TwilioClient(self.reactor)
-        self.runtime = Runtime(self.store, Sender(self.twilio, self.store, self.reactor, self.metrics), self.reactor,
-                               metrics=self.metrics)
+        sender = Sender(self.twilio, self.store, self.reactor, self.metrics)
+        sender.watches_status = self.app.watches_status
+        self.runtime = Runtime(self.store, sender, self.reactor, metrics=self.metrics)
         self.app.use_settings(config.settings)
         self._previous_runtime = self.app.runtime  # e.g. an app.resource()'s, given back on stop
         self.app.runtime = self.runtime

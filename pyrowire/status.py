@@ -19,6 +19,8 @@ from twisted.web.iweb import IRequest
 from pyrowire.errors import BadRequest, RedisUnavailable
 
 if TYPE_CHECKING:
+    from pyrowire.metrics import Metrics
+    from pyrowire.store import Store
     from pyrowire.webhook import Webhook
 
 RANKS = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2,
@@ -69,23 +71,32 @@ class StatusCallbacks:
         return b""
 
     async def _record(self, topic: str, values: dict[str, str]) -> None:
-        sid, status = values["MessageSid"], values["MessageStatus"].lower()
-        code = values.get("ErrorCode") or ""
-        to = values.get("To") or ""
-        event = json.dumps({"status": status, "error_code": code or None, "at": self.webhook.clock.seconds(),
-                            "to": to or None})
-        hook = None
-        if self.webhook.inbound.watches_status(topic):
-            # the on_status message, queued by the script with the status it replaced spliced in
-            change = json.dumps({"sid": sid, "status": status, "error_code": code or None, "to": to or None,
-                                 "topic": topic, "previous": None})
-            before = change[: change.rindex("null")]
-            envelope = f'{{"kind": "status", "received_at": {self.webhook.clock.seconds()!r}, "message": '
-            hook = (envelope + before, change[len(before) + 4:] + "}")
-        opt_out = to if code == OPTED_OUT_CODE else ""
-        changed, previous = await self.webhook.store.record_status(topic, sid, status, rank(status), code, event,
-                                                                   hook, opt_out)
-        if changed:
-            self.webhook.metrics.delivery(topic, status)
-        self.log.debug("{topic} {sid}: {status} ({change})", topic=topic, sid=sid, status=status,
-                       change=f"was {previous}" if changed else "no change")
+        webhook = self.webhook
+        await record(webhook.store, webhook.clock.seconds(), topic, values["MessageSid"], values["MessageStatus"],
+                     values.get("ErrorCode") or "", values.get("To") or "", webhook.inbound.watches_status(topic),
+                     webhook.metrics)
+
+
+async def record(store: Store, now: float, topic: str, sid: str, status: str, code: str, to: str, watched: bool,
+                 metrics: Metrics | None = None) -> bool:
+    """Keep one status event of outbound ``sid``; queue the change for on_status when ``watched``.
+
+    True when the status moved forward. Also used for the sandbox's simulated delivery.
+    """
+    status = status.lower()
+    event = json.dumps({"status": status, "error_code": code or None, "at": now, "to": to or None})
+    hook = None
+    if watched:
+        # the on_status message, queued by the script with the status it replaced spliced in
+        change = json.dumps({"sid": sid, "status": status, "error_code": code or None, "to": to or None,
+                             "topic": topic, "previous": None})
+        before = change[: change.rindex("null")]
+        head = f'{{"kind": "status", "received_at": {now!r}, "message": '
+        hook = (head + before, change[len(before) + 4:] + "}")
+    opt_out = to if code == OPTED_OUT_CODE else ""
+    changed, previous = await store.record_status(topic, sid, status, rank(status), code, event, hook, opt_out)
+    if changed and metrics is not None:
+        metrics.delivery(topic, status)
+    StatusCallbacks.log.debug("{topic} {sid}: {status} ({change})", topic=topic, sid=sid, status=status,
+                              change=f"was {previous}" if changed else "no change")
+    return changed

@@ -10,9 +10,17 @@ and has test-control endpoints under ``/_fake/``:
 * ``POST /_fake/fail`` ``{"status": 500, "count": 2, "code": 20500, "message": "...",
   "retry_after": null}`` makes the next ``count`` sends fail that way;
 * ``POST /_fake/hang`` ``{"count": 1}`` makes the next sends never answer;
-  ``DELETE /_fake/hang`` answers the hung ones with a 503 and cancels pending hangs.
+  ``DELETE /_fake/hang`` answers the hung ones with a 503 and cancels pending hangs;
+* ``POST /_fake/statuses`` ``{"statuses": ["sent", "undelivered"], "error_code": 30003,
+  "count": 1}`` sets the status callbacks of the next ``count`` messages (in that order,
+  so an out-of-order delivery is ``["delivered", "sent"]``).
 
-Only the standard library and Twisted are used.
+A message sent with a ``StatusCallback`` gets Twilio's status callbacks, ``queued``,
+``sent`` and ``delivered`` by default, a moment apart, each signed (``X-Twilio-Signature``)
+with the auth token the send was made with, as Twilio signs them.
+
+It uses the standard library, Twisted, pyrowire's signature module and (to post status
+callbacks when run as a program) treq.
 """
 
 from __future__ import annotations
@@ -34,10 +42,14 @@ from typing import Any
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from pyrowire.signature import compute
+
 API_VERSION = "2010-04-01"
 MAX_BODY = 1600
 _NUMBER = re.compile(r"^(?:[a-z]+:)?\+?[0-9]{3,15}$")
 _MORE_INFO = "https://www.twilio.com/docs/errors/{code}"
+DEFAULT_STATUSES = ("queued", "sent", "delivered")
+CALLBACK_SECONDS = 0.05  # between one status callback of a message and the next
 
 
 @dataclass
@@ -59,6 +71,13 @@ class RecordedMessage:
         record = asdict(self)
         record["from"] = record.pop("from_")
         return record
+
+
+@dataclass
+class _Plan:
+    statuses: list[str]
+    error_code: int | None
+    remaining: int
 
 
 @dataclass
@@ -98,8 +117,14 @@ class FakeTwilio(Resource):
         auth_token: str | None = None,
         accounts: Mapping[str, str] | None = None,
         now: Callable[[], float] = time.time,
+        post: Callable[[str, dict[str, str], dict[str, str]], Any] | None = None,
+        clock: Any = None,
     ) -> None:
         super().__init__()
+        # how status callbacks are POSTed (url, form, headers) and when; without ``post``, none are
+        self._post = post
+        self._clock = clock
+        self._plans: deque[_Plan] = deque()
         self._auth_token = auth_token
         self._accounts = dict(accounts) if accounts else None
         self._now = now
@@ -125,6 +150,35 @@ class FakeTwilio(Resource):
         if count > 0:
             text = message or f"Simulated failure (HTTP {status})."
             self._failures.append(_Failure(status, count, code, text, retry_after))
+
+    def plan_next(self, statuses: Sequence[str], error_code: int | None = None, count: int = 1) -> None:
+        """Make the next ``count`` messages get these status callbacks, in this order."""
+        if count > 0:
+            self._plans.append(_Plan(list(statuses), error_code, count))
+
+    def _statuses(self) -> tuple[list[str], int | None]:
+        if not self._plans:
+            return list(DEFAULT_STATUSES), None
+        plan = self._plans[0]
+        plan.remaining -= 1
+        if plan.remaining <= 0:
+            self._plans.popleft()
+        return plan.statuses, plan.error_code
+
+    def _schedule_callbacks(self, message: RecordedMessage, token: str) -> None:
+        if self._post is None or not message.status_callback:
+            return
+        statuses, code = self._statuses()
+        for i, status in enumerate(statuses):
+            params = {"MessageSid": message.sid, "SmsSid": message.sid, "MessageStatus": status,
+                      "SmsStatus": status, "AccountSid": message.account, "To": message.to,
+                      "ApiVersion": API_VERSION}
+            if message.from_:
+                params["From"] = message.from_
+            if code is not None and status in ("failed", "undelivered"):
+                params["ErrorCode"] = str(code)
+            headers = {"X-Twilio-Signature": compute(message.status_callback, params, token)}
+            self._clock.callLater(CALLBACK_SECONDS * (i + 1), self._post, message.status_callback, params, headers)
 
     def hang_next(self, count: int = 1) -> None:
         """Make the next ``count`` sends never answer."""
@@ -236,6 +290,7 @@ class FakeTwilio(Resource):
             sid="SM" + secrets.token_hex(16),
         )
         self.messages.append(message)
+        self._schedule_callbacks(message, request.getPassword().decode("utf-8", "replace"))
         return _answer(request, 201, _resource(message))
 
     def _forget(self, request: Request) -> None:
@@ -258,6 +313,14 @@ class FakeTwilio(Resource):
                 retry_after=_number(spec, "retry_after"),
             )
             return _answer(request, 200, {"queued": sum(f.remaining for f in self._failures)})
+        if path == ["statuses"] and method == "POST":
+            spec = _json_object(request)
+            statuses = spec.get("statuses")
+            if not isinstance(statuses, list) or not all(isinstance(s, str) for s in statuses):
+                raise _Refusal(400, 20001, "statuses must be a list of status names.")
+            code = spec.get("error_code")
+            self.plan_next(statuses, code if isinstance(code, int) else None, _int(spec, "count", 1))
+            return _answer(request, 200, {"planned": sum(p.remaining for p in self._plans)})
         if path == ["hang"] and method == "POST":
             self.hang_next(_int(_json_object(request), "count", 1))
             return _answer(request, 200, {"pending": self._hangs})
@@ -354,10 +417,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--auth-token", help="the password every account must present (default: any)")
     options = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
 
+    import treq
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
-    site = Site(FakeTwilio(auth_token=options.auth_token))
+    def post(url: str, form: dict[str, str], headers: dict[str, str]) -> None:
+        wire: dict[bytes | str, list[bytes | str]] = {k: [v] for k, v in headers.items()}
+        d = treq.post(url, data=form, headers=wire, timeout=10)
+        d.addErrback(lambda f: print(f"status callback to {url} failed: {f.getErrorMessage()}", flush=True))
+
+    site = Site(FakeTwilio(auth_token=options.auth_token, post=post, clock=reactor))
     site.displayTracebacks = False
     started = TCP4ServerEndpoint(reactor, options.port, interface=options.host).listen(site)
 

@@ -485,3 +485,26 @@ def test_default_timeout_reads_one_environment_variable() -> None:
         with pytest.raises(ConfigurationError) as info:
             default_timeout({"PYROWIRE_TWILIO_TIMEOUT": bad})
         assert info.value.option == "PYROWIRE_TWILIO_TIMEOUT"
+
+
+def test_fake_posts_signed_status_callbacks_in_the_planned_order() -> None:
+    """The fake calls a send's StatusCallback with queued, sent, delivered (or a plan), signed with the send's token."""
+    from twilio.request_validator import RequestValidator
+
+    posted: list[tuple[str, dict[str, str], dict[str, str]]] = []
+    clock = Clock()
+    fake = FakeTwilio(auth_token=TOKEN, post=lambda url, form, headers: posted.append((url, form, headers)),
+                      clock=clock)
+    client, _, _ = make_client(fake, clock=clock)
+    result_of(client.send(CREDS, to="+15551234567", body="one", status_callback="https://app.test/status/echo"))
+    fake.plan_next(["delivered", "sent", "failed"], error_code=21610)
+    result_of(client.send(CREDS, to="+15551234567", body="two", status_callback="https://app.test/status/echo"))
+    result_of(client.send(CREDS, to="+15551234567", body="three"))  # no StatusCallback: no callbacks
+    clock.advance(1)
+    first, second = fake.messages[0].sid, fake.messages[1].sid
+    assert [(form["MessageSid"], form["MessageStatus"], form.get("ErrorCode")) for _, form, _ in posted] == [
+        (first, "queued", None), (first, "sent", None), (first, "delivered", None),
+        (second, "delivered", None), (second, "sent", None), (second, "failed", "21610"),
+    ]
+    validator = RequestValidator(TOKEN)
+    assert all(validator.validate(url, form, headers["X-Twilio-Signature"]) for url, form, headers in posted)
