@@ -81,8 +81,8 @@ class Sender:
         if self.metrics is not None and count:
             self.metrics.segments(topic.name, count)
         if logs.enabled(logging.INFO):
-            self.log.info("sent {sid} to {to} for {topic}", sid=sid, to=to, topic=topic.name, outcome="sent",
-                          segments=count)
+            self.log.info("sent {sid} to {to} for {topic} ({segments} segments)", sid=sid, to=to,
+                          topic=topic.name, outcome="sent", segments=count)
         return sid
 
     def suppressed(self, topic: Topic, to: str, in_reply_to: str | None) -> None:
