@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from pyrowire.errors import RedisUnavailable
+from pyrowire.errors import RedisReplyError, RedisUnavailable
 from pyrowire.keys import HEARTBEAT_TTL
 
 if TYPE_CHECKING:
@@ -60,6 +60,8 @@ class Supervisor(Service):
         self._suspects: dict[str, set[str]] = {}
         self._beat = LoopingCall(self._tick)
         self._beat.clock = runtime.clock
+        # what Redis refused (OOM, READONLY) the last time it was tried: said once, until it passes again
+        self._refused: set[str] = set()
 
     def first_beat(self) -> Deferred[None]:
         """Register this worker before it takes any message."""
@@ -80,8 +82,18 @@ class Supervisor(Service):
         except RedisUnavailable as e:
             if store.connected:  # Redis away altogether is said once for the process, by pyrowire.redis_watch
                 self.log.warn("heartbeat failed: {error}", error=str(e))
+        except RedisReplyError as e:
+            self._refusal("heartbeat", e)
         except Exception:
             self.log.failure("heartbeat or recovery failed")
+        else:
+            self._refused.discard("heartbeat")
+
+    def _refusal(self, what: str, error: RedisReplyError) -> None:
+        """Redis answered with an error (out of memory, a read-only replica): a warning, once until it passes."""
+        if what not in self._refused:
+            self._refused.add(what)
+            self.log.warn("{what} refused by Redis, retrying: {error}", what=what, error=str(error))
 
     def _tick(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._beat_and_recover())
@@ -94,8 +106,12 @@ class Supervisor(Service):
             await self.due()
         except RedisUnavailable:
             pass  # the beat says so, once
+        except RedisReplyError as e:
+            self._refusal("moving due retries", e)
         except Exception:
             self.log.failure("moving due retries failed")
+        else:
+            self._refused.discard("moving due retries")
 
     async def due(self) -> int:
         """Put back every served topic's failed messages whose retry is due; how many."""

@@ -11,8 +11,10 @@ from treq.client import HTTPClient
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 import pyrowire
+from pyrowire.errors import RedisReplyError
 from pyrowire.keys import HEARTBEAT_TTL
 from pyrowire.outbound import Sender
 from pyrowire.recovery import Supervisor, beat_interval
@@ -37,9 +39,10 @@ def now(coro: Any) -> Any:
 class Harness:
     """An App over a MemoryStore and Clock, with a sandboxed Sender and one topic ``echo``."""
 
-    def __init__(self, grace: float = 25.0, concurrency: int = 1, client: Any = None, **topic: Any) -> None:
+    def __init__(self, grace: float = 25.0, concurrency: int = 1, client: Any = None,
+                 store: type[MemoryStore] = MemoryStore, **topic: Any) -> None:
         self.clock = Clock()
-        self.store = MemoryStore(self.clock)
+        self.store = store(self.clock)
         self.app = pyrowire.App({"TOPICS": {"echo": {"retention": 100, **topic}}, "PROFILES": {"dev": {}}})
         client = client or TwilioClient(self.clock, http=cast(HTTPClient, StubTreq(FakeTwilio())))
         store = self.store
@@ -349,6 +352,46 @@ def test_supervisor_never_reclaims_its_own_worker() -> None:
     h.clock.advance(HEARTBEAT_TTL * 3)
     assert h.length(h.keys.inflight("me:1:cafe")) == 1
     assert h.length(h.keys.queue) == 0
+
+
+class RefusingStore(MemoryStore):
+    """A MemoryStore whose Redis answers every script with an error while ``refusing`` (as when out of memory)."""
+
+    refusing = False
+
+    async def _execute(self, *command: Any) -> Any:
+        if self.refusing and command[0] in ("EVALSHA", "EVAL"):
+            raise RedisReplyError(f"Redis (in memory) answered {command[0]}: OOM command not allowed when used "
+                                  "memory > 'maxmemory'.")
+        return await super()._execute(*command)
+
+
+def supervisor_said(events: list[dict[str, Any]]) -> list[str]:
+    """The supervisor's warnings (and worse) among captured events."""
+    return [formatEvent(e) or "" for e in events
+            if e["log_level"] >= LogLevel.warn and e.get("log_namespace", "").endswith("Supervisor")]
+
+
+def test_supervisor_warns_once_while_redis_refuses_its_scripts() -> None:
+    """While Redis answers the heartbeat and the due retries with an error reply (OOM, READONLY), the supervisor
+    logs one warning for each, no error, and goes on; after they pass again a new refusal is said again."""
+    h = Harness(store=RefusingStore)
+    store = cast(RefusingStore, h.store)
+    h.start(lambda m: m)
+    with capturedLogs() as events:
+        store.refusing = True
+        h.clock.advance(BEAT_SECONDS * 4)
+        said = supervisor_said(events)
+        assert len(said) == 2
+        assert any(line.startswith("heartbeat refused by Redis, retrying: ") and "OOM" in line for line in said)
+        assert any(line.startswith("moving due retries refused by Redis, retrying: ") for line in said)
+        store.refusing = False
+        h.clock.advance(BEAT_SECONDS)
+        store.refusing = True
+        h.clock.advance(BEAT_SECONDS)
+        store.refusing = False
+    assert len(supervisor_said(events)) == 4
+    assert now(h.store.ttl(h.keys.alive("me:1:cafe"))) > 0
 
 
 def test_worker_survives_redis_going_down() -> None:
