@@ -11,11 +11,14 @@ wrote. Scripts only *read* a payload with ``cjson.decode`` (its sid and sender),
 payload stays byte for byte what the webhook queued from acceptance to its record.
 
 Redis does not undo a script's earlier writes when a later command fails (an error reply
-such as WRONGTYPE, or OOM at the first write). So every script writes in an order where
+such as WRONGTYPE). So every script writes in an order where
 stopping after any command loses nothing: a message is added to its new place before it
 is removed from its old one (or moved with one LMOVE), and a MessageSid is remembered only
 after its message is queued. The worst a failure can leave is a message in two places,
-which at-least-once allows.
+which at-least-once allows. Out of memory, Redis refuses a script's first write that may
+grow memory, and lets a script that has already written go on: FINISH starts with a DEL
+(the message's send records) and HEARTBEAT with an EXPIRE, so finishing and staying alive
+go on through an OOM outage while taking new work and accepting do not.
 
 The schema (docs/operations.md has the whole table): a topic's ``queue`` holds messages
 ready to run; in an ordered topic at most one per conversation, the others waiting in
@@ -114,6 +117,7 @@ return begin(ARGV[2], KEYS[1], ARGV[1], KEYS[2])
 # hands the conversation its next message (to the consuming end of the queue) or frees it.
 FINISH = Script("finish", """
 local held = redis.call('LPOS', KEYS[1], ARGV[1])
+if held then redis.call('DEL', KEYS[3]) end
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 if not held then return 0 end
@@ -128,7 +132,6 @@ if ARGV[6] ~= '' then
     redis.call('SREM', KEYS[6], ARGV[6])
   end
 end
-redis.call('DEL', KEYS[3])
 redis.call('HDEL', KEYS[5], ARGV[5])
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 return 1
@@ -267,8 +270,11 @@ end
 return n
 """)
 
-# KEYS: workers, alive. ARGV: worker id, ttl.
+# KEYS: workers, alive. ARGV: worker id, ttl. The EXPIRE comes first: it frees nothing but is not
+# refused when Redis is out of memory, and a script that has written may go on, so a live worker's
+# heartbeat survives an OOM outage (its messages are not reclaimed from under it).
 HEARTBEAT = Script("heartbeat", """
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
 return 1
