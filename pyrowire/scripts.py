@@ -94,13 +94,14 @@ return false
 """)
 
 # KEYS: queue, inflight, runs, optout. ARGV: session key prefix.
-# Moves the oldest ready message in flight and begins it: {payload, runs, session or nil, opted
-# out (0 or 1)}; nil when nothing is ready (the worker then parks a BLMOVE).
+# Moves the oldest ready message in flight and begins it: {runs, opted out (0 or 1), session or
+# nil, payload}; nil when nothing is ready (the worker then parks a BLMOVE). The payload comes last:
+# txredisapi's reader gives the reactor a turn after a bulk string with more of the reply behind it.
 TAKE = Script("take", _BEGIN + """
 local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
 if not item then return false end
 local begun = begin(item, KEYS[3], ARGV[1], KEYS[4])
-return {item, begun[1], begun[2], begun[3]}
+return {begun[1], begun[3], begun[2], item}
 """)
 
 # KEYS: runs, optout. ARGV: session key prefix, payload (moved in flight by BLMOVE).

@@ -147,7 +147,7 @@ class Store(ABC):
                                    popper.execute)
         if reply is None:
             return None
-        payload, runs, session, opted_out = reply
+        runs, opted_out, session, payload = reply
         return Taken(str(payload), int(runs), None if session is None else str(session), bool(int(opted_out)))
 
     async def begin(self, popper: Popper, topic: str, payload: str) -> Taken:
