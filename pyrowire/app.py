@@ -163,8 +163,8 @@ class App:
 
         async def requeue() -> int:
             runtime = self._running()
-            self._topic(topic)
-            return await runtime.store.requeue_dead(topic)
+            conf = self._topic(topic)
+            return await runtime.store.requeue_dead(topic, conf.ordered)
 
         return Deferred.fromCoroutine(requeue())
 

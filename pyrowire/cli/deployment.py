@@ -45,6 +45,11 @@ class Deployment:
     prefix: str
     topics: tuple[str, ...] | None = None
     embedded_in: str | None = None  # the folder whose embedded server ``address`` is
+    unordered: tuple[str, ...] = ()  # the app's topics with ``ordered: False``
+
+    def ordered(self, topic: str) -> bool:
+        """Whether ``topic`` keeps its conversations in order (the default when no app says otherwise)."""
+        return topic not in self.unordered
 
     def check_topic(self, topic: str) -> None:
         """Refuse a topic the app does not configure, naming the ones it does."""
@@ -78,7 +83,8 @@ def locate(app: str | None, profile: str | None, redis: str | None, prefix: str 
                "topics": list(found.settings.topics)}
     config = resolve(options, environ, found.settings)
     address, folder = _embedded(config.redis, cwd)
-    return Deployment(address, prefix or config.profile.key_prefix, tuple(config.settings.topics), folder)
+    unordered = tuple(name for name, topic in config.settings.topics.items() if not topic.ordered)
+    return Deployment(address, prefix or config.profile.key_prefix, tuple(config.settings.topics), folder, unordered)
 
 
 async def reachable(reactor: Any, address: RedisAddress, timeout: float = CONNECT_SECONDS) -> str | None:
