@@ -288,12 +288,16 @@ class Bench:
         return target
 
     def pyrowire(self, redis: Redis, twilio_url: str, *options: str, port: int | None = None,
-                 name: str = "pyrowire") -> tuple[Proc, str | None]:
-        """``twistd -n pyrowire --app app OPTIONS`` on the SUT core; returns it and its base URL (if it listens)."""
+                 name: str = "pyrowire", ordered: bool = True) -> tuple[Proc, str | None]:
+        """``twistd -n pyrowire --app app OPTIONS`` on the SUT core; returns it and its base URL (if it listens).
+
+        With ``ordered`` False every topic of the bench app is ``ordered: False``.
+        """
         cwd = self.app_dir()
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PYROWIRE_", "REDIS_URL", "RUN", "TOPIC", "PORT", "ENV"))}
-        env.update(ENV="bench", BENCH_REDIS_URL=redis.url, TWILIO_API_BASE=twilio_url, PYTHONUNBUFFERED="1")
+               if not k.startswith(("PYROWIRE_", "REDIS_URL", "RUN", "TOPIC", "PORT", "ENV", "BENCH_"))}
+        env.update(ENV="bench", BENCH_REDIS_URL=redis.url, TWILIO_API_BASE=twilio_url, PYTHONUNBUFFERED="1",
+                   BENCH_ORDERED="1" if ordered else "0")
         argv = [TWISTD, "-n", "--pidfile=", "pyrowire", "--app", "app", *options]
         base = None
         if "worker" not in options:
@@ -435,22 +439,44 @@ def complete_key(topic: str) -> str:
     return f"{PREFIX}:{{{topic}}}:complete"
 
 
+def active_key(topic: str) -> str:
+    """The set of conversations (senders) with a message queued, in flight or scheduled (ordered topics)."""
+    return f"{PREFIX}:{{{topic}}}:active"
+
+
+def conversation_key(topic: str, number: str) -> str:
+    """One conversation's messages waiting behind its active one, newest first (ordered topics)."""
+    return f"{PREFIX}:{{{topic}}}:conv:{number}"
+
+
+def queued(redis: Redis, topic: str) -> int:
+    """Messages waiting in ``topic``: its queue and every conversation's waiting list."""
+    waiting = redis.call("KEYS", conversation_key(topic, "*")) or []
+    lengths = redis.pipeline([("LLEN", key) for key in waiting]) if waiting else []
+    return redis.llen(queue_key(topic)) + sum(lengths)
+
+
+def sender_number(i: int, senders: int) -> str:
+    """The ``From`` of the i-th message when they come from ``senders`` senders in turn (0: each its own)."""
+    return f"+1555{(i % senders if senders else i):07d}"
+
+
 # --- webhooks -----------------------------------------------------------------------------
 
-def webhook_params(sid: str, body: str) -> dict[str, str]:
-    return {"MessageSid": sid, "AccountSid": ACCOUNT, "From": FROM_NUMBER, "To": TO_NUMBER, "Body": body,
+def webhook_params(sid: str, body: str, number: str = FROM_NUMBER) -> dict[str, str]:
+    return {"MessageSid": sid, "AccountSid": ACCOUNT, "From": number, "To": TO_NUMBER, "Body": body,
             "NumMedia": "0", "FromCity": "PORTLAND", "FromState": "OR", "FromZip": "97209", "FromCountry": "US"}
 
 
-def signed_webhook(url: str, sid: str, body: str) -> tuple[str, bytes]:
+def signed_webhook(url: str, sid: str, body: str, number: str = FROM_NUMBER) -> tuple[str, bytes]:
     """(X-Twilio-Signature, form body) of one webhook, signed as Twilio signs it."""
-    params = webhook_params(sid, body)
+    params = webhook_params(sid, body, number)
     return signature.compute(url, params, TOKEN), urlencode(params).encode()
 
 
-def message_payload(topic: str, sid: str, body: str) -> str:
+def message_payload(topic: str, sid: str, body: str, number: str = FROM_NUMBER) -> str:
     """A queued message exactly as pyrowire's webhook queues it."""
-    message = {"message": body, "number": FROM_NUMBER, "sid": sid, "topic": topic, "to": TO_NUMBER,
+    message = {"message": body, "number": number, "sid": sid, "topic": topic, "to": TO_NUMBER,
                "from_city": "PORTLAND", "from_state": "OR", "from_country": "US", "from_zip": "97209",
                "media": {"count": 0, "media": {}}, "reply": None}
     return json.dumps({"message": message, "received_at": time.time()})

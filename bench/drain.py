@@ -1,6 +1,6 @@
 """Drain benchmark: 5,000 queued messages through ``--role worker --concurrency 64``, against a minimal loop.
 
-    /tmp/venv/bin/python bench/drain.py [--runs 3] [--messages 5000] [--delays 0,50]
+    python bench/drain.py [--runs 3] [--messages 5000] [--delays 0,50] [--senders 0] [--unordered]
 
 For each simulated I/O delay D (ms), in turn on core 0:
 
@@ -10,8 +10,13 @@ For each simulated I/O delay D (ms), in turn on core 0:
 * ``pyrowire``: ``twistd -n pyrowire --role worker --topic echoD --concurrency 64``, whose
   handler awaits D ms (deferLater) and replies with ``app.sms``.
 
-The worker is started and waits on its 64 blocking pops; the messages (as pyrowire's webhook
-queues them) are pushed in one LPUSH; the time is from that push to the last reply recorded
+The worker is started and waits on its 64 blocking pops; the messages are laid out as
+pyrowire's webhook leaves them: message i comes from sender i mod ``--senders`` (0, the
+default: every message from a sender of its own); in the ordered topics (pyrowire's default)
+every sender is in the topic's ``active`` set and its later messages wait in its
+``conv:<number>`` list, set up before the clock starts; the messages that are ready (every
+sender's first; all of them with ``--unordered``, where the topics are ``ordered: False``)
+are pushed in one LPUSH. The time is from that push to the last reply recorded
 by the fake Twilio (on core 1, with Redis).  One JSON line per (system, D): msg/s, seconds,
 replies counted, CPU use of
 the system, Redis and the fake Twilio (fraction of one core: 1.0 means that core was the
@@ -30,15 +35,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (
     BENCH,
     CpuMeter,
+    Redis,
+    active_key,
     base_parser,
     bench,
     complete_key,
+    conversation_key,
     emit,
     message_payload,
     note,
     queue_key,
+    queued,
     require_cores,
     rss_mb,
+    sender_number,
     summarise,
     verdict,
     wait_for,
@@ -49,10 +59,37 @@ RATIO_TARGET = 0.9
 RATE_TARGET = 1000.0
 
 
+def lay_out(redis: Redis, topic: str, messages: int, senders: int, ordered: bool) -> list[str]:
+    """Queue ``messages`` as the webhook would have, but for the ready ones; returns those, oldest first.
+
+    Message i comes from sender i mod ``senders`` (0: from a sender of its own). In an ordered
+    topic each sender's first message is ready and its others wait, oldest on the right, in its
+    conversation list behind it, the sender in the active set (as ACCEPT leaves them).
+    """
+    ready: list[str] = []
+    waiting: dict[str, list[str]] = {}
+    for i in range(messages):
+        number = sender_number(i, senders)
+        payload = message_payload(topic, f"SMdrain{i:026d}", f"echo me {i}", number)
+        if ordered and number in waiting:
+            waiting[number].append(payload)
+        else:
+            ready.append(payload)
+            waiting.setdefault(number, [])
+    if ordered:
+        commands: list[tuple[str, ...]] = [("SADD", active_key(topic), *waiting)]
+        commands += [("LPUSH", conversation_key(topic, n), *later) for n, later in waiting.items() if later]
+        redis.pipeline(commands)
+    return ready
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--delays", default="0,50", help="simulated I/O per message, ms (topics echo0, echo50)")
+    parser.add_argument("--senders", type=int, default=0,
+                        help="message i comes from sender i mod SENDERS (default 0: every message from its own)")
+    parser.add_argument("--unordered", action="store_true", help="the topics are ordered: False")
     args = parser.parse_args()
     require_cores()
     delays = [int(d) for d in args.delays.split(",")]
@@ -70,7 +107,7 @@ def main() -> None:
                     twilio.clear()
                     if system == "pyrowire":
                         proc, _ = b.pyrowire(redis, twilio.url, "--role", "worker", "--topic", topic,
-                                             "--concurrency", str(CONCURRENCY))
+                                             "--concurrency", str(CONCURRENCY), ordered=not args.unordered)
                     else:
                         proc = b.python(system, BENCH / "ceilings" / "drain_loop.py",
                                         ["--redis-port", str(redis.port), "--twilio", twilio.url, "--topic", topic,
@@ -78,8 +115,9 @@ def main() -> None:
                     wait_for(lambda: redis.blocked_clients() >= CONCURRENCY, 30,
                              f"{system} to wait on {CONCURRENCY} pops", 0.05, proc)
                     time.sleep(0.3)  # let start-up work (recovery scan, heartbeats) settle
-                    payloads = [message_payload(topic, f"SMdrain{i:026d}", f"echo me {i}")
-                                for i in range(args.messages)]
+                    # the ceiling reads the queue only; pyrowire gets the layout of its topics
+                    payloads = lay_out(redis, topic, args.messages, args.senders,
+                                       system == "pyrowire" and not args.unordered)
                     meter = CpuMeter({"sut": proc.pid, "redis": redis.proc.pid, "fake_twilio": twilio.proc.pid})
                     started = time.time()
                     redis.call("LPUSH", queue_key(topic), *payloads)
@@ -89,21 +127,23 @@ def main() -> None:
                     cpu = meter.read()
                     memory = rss_mb(proc.pid)
                     messages = twilio.messages()
+                    # an ordered topic drained is left with no active conversation and no waiting list
+                    left = int(redis.call("SCARD", active_key(topic))) + queued(redis, topic)
                     last = max(m["received_at"] for m in messages)
                     seconds = last - started
                     runs[(system, d)].append({
                         "msg_s": args.messages / seconds, "seconds": seconds, "seconds_to_all_complete": polled,
                         "replies": len(messages), "unique_replies": len({m["body"] for m in messages}),
-                        "peak_rss_mb": memory["peak_rss_mb"], **cpu})
+                        "peak_rss_mb": memory["peak_rss_mb"], "left_behind": left, **cpu})
                     b.stop(proc)
     for d in delays:
         ceiling, py = runs[("ceiling_drain_loop", d)], runs[("pyrowire", d)]
         for c, p in zip(ceiling, py, strict=True):
             p["ratio_to_ceiling"] = p["msg_s"] / c["msg_s"]
         keys = ["msg_s", "seconds", "seconds_to_all_complete", "replies", "unique_replies", "peak_rss_mb",
-                "cpu_sut", "cpu_redis", "cpu_fake_twilio"]
+                "left_behind", "cpu_sut", "cpu_redis", "cpu_fake_twilio"]
         common = {"scenario": "drain", "delay_ms": d, "messages": args.messages, "concurrency": CONCURRENCY,
-                  "runs": args.runs}
+                  "senders": args.senders or args.messages, "ordered": not args.unordered, "runs": args.runs}
         emit({**common, "system": "ceiling_drain_loop", **summarise(ceiling, keys)})
         summary = summarise(py, [*keys, "ratio_to_ceiling"])
         if d == 0:

@@ -1,6 +1,6 @@
 """Ingest benchmark: signed webhooks into ``--role web``, against two ceilings measured in the same run.
 
-    /tmp/venv/bin/python bench/ingest.py [--runs 3] [--duration 10] [--connections 32]
+    python bench/ingest.py [--runs 3] [--duration 10] [--connections 32] [--senders 1]
 
 wrk (32 connections, on core 1 with Redis) POSTs pre-generated signed webhooks with unique
 MessageSids, each once (bench/webhooks.lua), to, in turn:
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (
     BENCH,
     LOAD_CORE,
+    Redis,
     base_parser,
     bench,
     emit,
@@ -36,8 +37,10 @@ from bench.common import (
     http_status,
     note,
     queue_key,
+    queued,
     require_cores,
     require_wrk,
+    sender_number,
     signed_webhook,
     summarise,
     verdict,
@@ -48,10 +51,11 @@ TARGET = 0.45
 WARMUP = 1.0
 
 
-def generate(path: Path, url: str, count: int, prefix: str) -> None:
+def generate(path: Path, url: str, count: int, prefix: str, senders: int) -> None:
     with open(path, "w") as f:
         for i in range(count):
-            sig, body = signed_webhook(url, f"SM{prefix}{i:026d}", f"hello there number {i}")
+            sig, body = signed_webhook(url, f"SM{prefix}{i:026d}", f"hello there number {i}",
+                                       sender_number(i, senders))
             f.write(f"{sig}\t{body.decode()}\n")
 
 
@@ -75,10 +79,19 @@ def figures(w: dict) -> dict:
             "ok_2xx": w["requests"] - w["status"]}
 
 
+def waiting(redis: Redis, key: str | None) -> int:
+    """Messages queued under ``key``; for pyrowire's topic, its queue and its conversations' waiting lists."""
+    if key is None:
+        return 0
+    return queued(redis, "ingest") if key == queue_key("ingest") else redis.llen(key)
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0], duration=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--bodies", type=int, default=200_000, help="unique signed webhooks to pre-generate")
+    parser.add_argument("--senders", type=int, default=1,
+                        help="webhook i comes from sender i mod SENDERS (default 1: all from one; 0: each its own)")
     args = parser.parse_args()
     wrk = require_wrk()
     require_cores()
@@ -88,9 +101,9 @@ def main() -> None:
     with bench("ingest", args.keep) as b:
         note(f"pre-generating {args.bodies} signed webhooks")
         bodies = b.dir / "webhooks.tsv"
-        generate(bodies, url, args.bodies, "in")
+        generate(bodies, url, args.bodies, "in", args.senders)
         warm = b.dir / "warmup.tsv"
-        generate(warm, url, 20_000, "wu")
+        generate(warm, url, 20_000, "wu", args.senders)
         redis = b.redis()
         for run in range(args.runs):
             for name in runs:
@@ -110,12 +123,12 @@ def main() -> None:
                 note(f"run {run + 1}/{args.runs}: {name}")
                 run_wrk(wrk, url, warm, WARMUP, args.connections)
                 time.sleep(0.2)
-                before = redis.llen(key) if key else 0
+                before = waiting(redis, key)
                 w = run_wrk(wrk, url, bodies, args.duration, args.connections)
                 time.sleep(0.2)
                 f = figures(w)
                 if key is not None:
-                    f["queued"] = redis.llen(key) - before
+                    f["queued"] = waiting(redis, key) - before
                     # wrk stops counting at the deadline with up to --connections requests in flight,
                     # which the server still answers and queues: the queue may exceed 2xx by that much
                     f["queued_minus_2xx"] = f["queued"] - f["ok_2xx"]
@@ -133,7 +146,8 @@ def main() -> None:
     for i, f in enumerate(klein):
         f["ratio_to_bare_web"] = f["req_s"] / bare[i]["req_s"]
     keys = ["req_s", "p50_ms", "p99_ms", "non_2xx", "socket_errors", "requests", "ok_2xx"]
-    common = {"runs": args.runs, "duration_s": args.duration, "connections": args.connections}
+    common = {"runs": args.runs, "duration_s": args.duration, "connections": args.connections,
+              "senders": args.senders or args.bodies}
     emit({"scenario": "ingest", "system": "ceiling_bare_web", **common, **summarise(bare, keys)})
     emit({"scenario": "ingest", "system": "ceiling_klein_rpush", **common,
           **summarise(klein, [*keys, "queued", "queued_minus_2xx", "ratio_to_bare_web"]),

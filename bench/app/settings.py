@@ -1,7 +1,8 @@
 """Settings of the benchmark app: signed webhooks, the three built-in validators, replies to the fake Twilio.
 
 The ``bench`` profile takes its Redis from ``$BENCH_REDIS_URL``; ``TWILIO_API_BASE`` (set by
-the benchmarks) points every topic at the fake Twilio REST API.
+the benchmarks) points every topic at the fake Twilio REST API. Topics are ordered (one
+conversation per sender, pyrowire's default) unless ``$BENCH_ORDERED`` is ``0``.
 """
 
 import logging
@@ -28,6 +29,7 @@ def topic(**extra):
         "twilio": dict(TWILIO),
         "max_message_length": 160,
         "retention": RETENTION,
+        "ordered": os.environ.get("BENCH_ORDERED", "1") != "0",
     }
     base.update(extra)
     return base

@@ -157,7 +157,7 @@ async def dead(reactor: Any, args: argparse.Namespace, environ: Mapping[str, str
                 out.write(describe_dead_letter(raw) + "\n")
             out.write(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''} in {args.topic}\n")
         else:
-            n = await store.requeue_dead(args.topic, args.topic not in where.unordered)
+            n = await store.requeue_dead(args.topic, where.ordered(args.topic))
             out.write(f"requeued {n} dead letter{'s' if n != 1 else ''} of {args.topic}\n")
     finally:
         await store.stop()

@@ -45,7 +45,11 @@ class Deployment:
     prefix: str
     topics: tuple[str, ...] | None = None
     embedded_in: str | None = None  # the folder whose embedded server ``address`` is
-    unordered: tuple[str, ...] = ()  # topics with ordered: False (SPEC section 8)
+    unordered: tuple[str, ...] = ()  # the app's topics with ``ordered: False``
+
+    def ordered(self, topic: str) -> bool:
+        """Whether ``topic`` keeps its conversations in order (the default when no app says otherwise)."""
+        return topic not in self.unordered
 
     def check_topic(self, topic: str) -> None:
         """Refuse a topic the app does not configure, naming the ones it does."""

@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 import pyrowire
-from pyrowire import twiml
+from pyrowire import envelope, twiml
 from pyrowire.cli import command as cli
 from pyrowire.cli import deployment, phone
 from pyrowire.testing.memory import MemoryStore
@@ -476,6 +476,29 @@ def test_without_an_app_wait_defaults_to_the_embedded_redis_of_the_folder(tmp_pa
     assert locate(None, None, None, None, {"REDIS_URL": "redis://h:6380/2"}, folder).address.port == 6380
     assert locate(None, None, "redis://o:6381/0", None, {"REDIS_URL": "redis://h:6380/2"}, folder).address.port == 6381
     assert locate(None, None, None, None, {}, folder).prefix == "pyrowire"
+
+
+# an app whose topic does not keep conversations in order (read by --app in the test below)
+UNORDERED = pyrowire.App({"TOPICS": {"broadcast": {"ordered": False}}, "PROFILES": {"dev": {}}})
+
+
+def test_dead_requeue_of_an_unordered_topic_queues_every_letter(tmp_path: Any) -> None:
+    """pyrowire dead requeue reads ordered: False from the app and queues every dead letter, several of one
+    sender too, instead of parking them behind a conversation that no worker of the topic hands on."""
+    clock = Clock()
+    store = MemoryStore(clock)
+    keys = store.keys("broadcast")
+    for sid in ("SM1", "SM2"):
+        letter = envelope.encode({"sid": sid, "number": NUMBER, "message": "hi"}, 1.0)
+        result_of(Deferred.fromCoroutine(store.push_capped(keys.dead, letter, 10)))
+    out, err = io.StringIO(), io.StringIO()
+    effects = cli.Effects(store_factory=lambda address, prefix: store, probe=None, cwd=str(tmp_path))
+    argv = ["dead", "requeue", "broadcast", "--app", f"{__name__}:UNORDERED", "--redis", "redis://127.0.0.1:1/0"]
+    assert result_of(Deferred.fromCoroutine(cli.run(clock, argv, {}, out, err, effects))) == 0
+    assert out.getvalue() == "requeued 2 dead letters of broadcast\n"
+    store.start()  # the command stopped it
+    assert result_of(Deferred.fromCoroutine(store.llen(keys.queue))) == 2
+    assert result_of(Deferred.fromCoroutine(store.llen(keys.conversation(NUMBER)))) == 0
 
 
 # --- chat --------------------------------------------------------------------------

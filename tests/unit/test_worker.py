@@ -514,3 +514,29 @@ def test_a_send_is_recorded_while_the_handler_still_runs_and_not_after_it_finish
     h.clock.advance(10)
     assert now(h.store.sent("echo", "SM1")) == {}  # the finish record dropped it
     assert len(h.records("complete")) == 1
+
+
+@pytest.mark.expect_logged_errors  # the handler's failures are logged, as they should be
+def test_requeued_dead_letters_of_an_unordered_topic_all_run_again() -> None:
+    """app.requeue_dead on an ordered: False topic queues every letter, even several of one sender, and all run."""
+    h = Harness(ordered=False)
+    broken = [True]
+    ran: list[str] = []
+
+    def handler(message: dict[str, Any]) -> Any:
+        if broken[0]:
+            raise ValueError("broken for now")
+        ran.append(message["sid"])
+        return message
+
+    h.start(handler)
+    h.queue("SM1")
+    h.queue("SM2")  # the same sender as SM1
+    h.clock.advance(0)
+    assert h.length(h.keys.dead) == 2
+    broken[0] = False
+    assert result_of(h.app.requeue_dead("echo")) == 2
+    h.clock.advance(0)
+    assert sorted(ran) == ["SM1", "SM2"]
+    assert h.length(h.keys.conversation("+15551234567")) == 0
+    assert now(h.store._execute("SCARD", h.keys.active)) == 0
