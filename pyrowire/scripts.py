@@ -72,13 +72,15 @@ return false
 """)
 
 # KEYS: queue, inflight, runs. ARGV: session key prefix.
-# Moves the oldest ready message in flight and begins it: {payload, runs, session or nil}; nil
-# when nothing is ready (the worker then parks a BLMOVE).
+# Moves the oldest ready message in flight and begins it: {runs, session or nil, payload}; nil
+# when nothing is ready (the worker then parks a BLMOVE). The payload comes last: txredisapi's
+# reader pauses the connection for a reactor turn after a bulk string with more of the reply
+# behind it, so without a session the reply holds one bulk string, at its end.
 TAKE = Script("take", _BEGIN + """
 local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
 if not item then return false end
 local begun = begin(item, KEYS[3], ARGV[1])
-return {item, begun[1], begun[2]}
+return {begun[1], begun[2], item}
 """)
 
 # KEYS: runs. ARGV: session key prefix, payload (moved in flight by BLMOVE). {runs, session or nil}

@@ -144,7 +144,7 @@ class Store(ABC):
                                    popper.execute)
         if reply is None:
             return None
-        payload, runs, session = reply
+        runs, session, payload = reply
         return Taken(str(payload), int(runs), None if session is None else str(session))
 
     async def begin(self, popper: Popper, topic: str, payload: str) -> Taken:
