@@ -17,7 +17,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 
-from pyrowire import envelope
+from pyrowire import envelope, scripts
 from pyrowire.errors import RedisReplyError, RedisUnavailable
 from pyrowire.keys import DEDUPE_SECONDS
 from pyrowire.redis_store import RedisStore
@@ -317,6 +317,17 @@ async def test_take_counts_the_run_before_the_handler_and_reads_the_session(stor
         assert taken is not None and (taken.runs, taken.session) == (1, '{"n":1}')
     finally:
         await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_take_answers_with_the_payload_last(store: Store) -> None:
+    """TAKE's reply ends with the payload, its only bulk string when there is no session: txredisapi's reader
+    pauses the connection for a reactor turn after a bulk string that has more of the reply behind it."""
+    keys = store.keys("echo")
+    await store.accept("echo", "SM1", "a", _payload("SM1"))
+    reply = await store._script(scripts.TAKE, (keys.queue, keys.inflight(W), keys.runs, keys.optout),
+                                (keys.session(""),))
+    assert [int(reply[0]), int(reply[1]), reply[2], reply[3]] == [1, 0, None, _payload("SM1")]
 
 
 @pytest_twisted.ensureDeferred
