@@ -47,17 +47,27 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
-# the common part of TAKE and BEGIN: count the run (before the handler starts), read the
-# conversation's session and whether its sender opted out; the payload is only read, never re-encoded
-_BEGIN = """
-local function begin(item, runs_key, session_prefix, optout_key)
-  local sid, number = '', nil
+# a payload's MessageSid and sender, each nil when it has none: the payload is only read, never re-encoded
+_READ = """
+local function read(item)
   local ok, envelope = pcall(cjson.decode, item)
   if ok and type(envelope) == 'table' and type(envelope['message']) == 'table' then
     local message = envelope['message']
-    if type(message['sid']) == 'string' then sid = message['sid'] end
-    if type(message['number']) == 'string' then number = message['number'] end
+    local sid, number = message['sid'], message['number']
+    if type(sid) ~= 'string' then sid = nil end
+    if type(number) ~= 'string' then number = nil end
+    return sid, number
   end
+  return nil, nil
+end
+"""
+
+# the common part of TAKE and BEGIN: count the run (before the handler starts), read the
+# conversation's session and whether its sender opted out
+_BEGIN = _READ + """
+local function begin(item, runs_key, session_prefix, optout_key)
+  local sid, number = read(item)
+  sid = sid or ''
   local runs = redis.call('HINCRBY', runs_key, sid, 1)
   local session = false
   local opted_out = 0
@@ -165,18 +175,12 @@ return #due
 # Moves up to that many dead letters, oldest first, back behind the queue (or behind their
 # conversation's current message), with their runs forgotten: max_attempts afresh.
 # Returns {moved, dead letters left}.
-REQUEUE = Script("requeue", """
+REQUEUE = Script("requeue", _READ + """
 local n = 0
 while n < tonumber(ARGV[1]) do
   local item = redis.call('LINDEX', KEYS[1], -1)
   if not item then break end
-  local sid, number = nil, nil
-  local ok, envelope = pcall(cjson.decode, item)
-  if ok and type(envelope) == 'table' and type(envelope['message']) == 'table' then
-    local message = envelope['message']
-    if type(message['sid']) == 'string' then sid = message['sid'] end
-    if type(message['number']) == 'string' then number = message['number'] end
-  end
+  local sid, number = read(item)
   if sid then redis.call('HDEL', KEYS[3], sid) end
   if ARGV[3] == '1' and number and redis.call('SADD', KEYS[4], number) == 0 then
     redis.call('LPUSH', ARGV[2] .. number, item)
