@@ -18,8 +18,24 @@ DELIVERY_SECONDS = 7 * 24 * 60 * 60
 ACCEPTED = "a"
 INVALID = "v:"
 KEYWORD = "k:"  # an opt-out keyword answered: k:out, k:in or k:help
+# what FINISH appends to a queued message's seen value when it ends (complete, or a dead letter); the last
+# one appended tells (a dead letter re-queued and handled again has two)
+FINISHED = "+"
+FINISHED_DEAD = "-"
+# how long the details of a message's replies are kept once it has finished (while it runs: as sent:<sid>)
+REPLIES_SECONDS = 5 * 60
 # how long a worker counts as alive after its last heartbeat
 HEARTBEAT_TTL = 15
+
+
+def read_seen(value: str) -> tuple[str, str]:
+    """A ``seen:<MessageSid>`` value as (the answer given, how the message ended: ``""`` while it has not,
+    else :data:`FINISHED` or :data:`FINISHED_DEAD`). A refused message (``v:<validator>``) is never queued,
+    so never marked: its value is the answer whole, whatever the validator's name ends with."""
+    if value.startswith(INVALID):
+        return value, ""
+    answer = value.rstrip(FINISHED + FINISHED_DEAD)
+    return answer, value[len(answer):][-1:]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -79,6 +95,11 @@ class TopicKeys:
     def sent(self, sid: str) -> str:
         """Hash of send index -> outbound SID for one inbound message, so a re-run sends nothing twice."""
         return f"{self.base}:sent:{sid}"
+
+    def replies(self, sid: str) -> str:
+        """Hash of send index -> the reply's details (JSON: sid, to, body, media) for one inbound message;
+        kept as long as ``sent`` while the message runs, REPLIES_SECONDS once it has finished."""
+        return f"{self.base}:replies:{sid}"
 
     @property
     def active(self) -> str:

@@ -129,6 +129,8 @@ class Exchange:
     next_index: int = 0
     # sends not yet recorded in Redis, and the call that records them on the next reactor turn
     unsaved: dict[int, str] = field(default_factory=dict)
+    # each new send's details (JSON: sid, to, body, media), recorded with it for the replies endpoint
+    details: dict[int, str] = field(default_factory=dict)
     saving: IDelayedCall | None = None
     # the Deferreds app.sms/app.mms gave the handler, awaited or not
     pending: list[Deferred[Any]] = field(default_factory=list)
@@ -153,12 +155,17 @@ class Exchange:
                 first = first or result
         return first
 
-    def settle(self) -> None:
-        """The message is finishing (its record drops the send records): nothing left to record."""
+    def settle(self) -> dict[int, str]:
+        """The message is finishing (its record drops the send records): nothing left to record here.
+
+        Returns the details of the sends not recorded yet, by index: the finish records them.
+        """
         if self.saving is not None and self.saving.active():
             self.saving.cancel()
         self.saving = None
+        left = {index: self.details[index] for index in self.unsaved if index in self.details}
         self.unsaved.clear()
+        return left
 
 
 def _observe(d: Deferred[Any]) -> Deferred[None]:
@@ -226,6 +233,7 @@ class Outbound:
                 exchange.opted_out = True
                 return None
             exchange.previous[index] = sid
+            exchange.details[index] = json.dumps({"sid": sid, "to": to, "body": body, "media": list(media_urls)})
             # recorded on the next reactor turn, unless the handler finishes first (then the finish
             # record makes it moot): a fast handler costs no extra round trip per send
             exchange.unsaved[index] = sid
@@ -282,7 +290,8 @@ class Outbound:
     def _save_sends(self, topic: str, exchange: Exchange) -> None:
         exchange.saving = None
         for index, sid in list(exchange.unsaved.items()):
-            d = Deferred.fromCoroutine(self.store.record_sent(topic, exchange.sid, index, sid))
+            d = Deferred.fromCoroutine(self.store.record_sent(topic, exchange.sid, index, sid,
+                                                              exchange.details.get(index, "")))
             d.addErrback(self._not_saved, sid)
         exchange.unsaved.clear()
 

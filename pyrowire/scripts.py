@@ -120,12 +120,15 @@ BEGIN = Script("begin", _BEGIN + """
 return begin(ARGV[2], KEYS[1], ARGV[1], KEYS[2])
 """)
 
-# KEYS: inflight, records, sent, dead, runs, active, conv, queue, session.
+# KEYS: inflight, records, sent, dead, runs, active, conv, queue, session, seen, replies.
 # ARGV: payload, record, retention, dead ('1' or ''), sid, conversation ('' if not ordered),
-# session change ('', 'set' or 'del'), session JSON, session ttl.
+# session change ('', 'set' or 'del'), session JSON, session ttl, replies ttl, the replies not yet
+# recorded by SENT ('' or index and details (JSON) alternately, each followed by a newline).
 # Records the message (newest first, trimmed to retention). If it was still in this worker's
-# in-flight list: forgets its sends and runs, dead-letters it if asked, stores the session, and
-# hands the conversation its next message (to the consuming end of the queue) or frees it.
+# in-flight list: forgets its sends and runs, dead-letters it if asked, stores the session, hands
+# the conversation its next message (to the consuming end of the queue) or frees it, records the
+# last replies and gives them the short replies ttl, and marks the message as finished by appending
+# '+' (or '-' for a dead letter) to its seen value, when there is one (its TTL stays).
 FINISH = Script("finish", """
 local held = redis.call('LPOS', KEYS[1], ARGV[1])
 if held then redis.call('DEL', KEYS[3]) end
@@ -144,6 +147,21 @@ if ARGV[6] ~= '' then
   end
 end
 redis.call('HDEL', KEYS[5], ARGV[5])
+if ARGV[11] ~= '' then
+  local index = false
+  for line in string.gmatch(ARGV[11], '[^\\n]+') do
+    if index then
+      redis.call('HSET', KEYS[11], index, line)
+      index = false
+    else
+      index = line
+    end
+  end
+end
+redis.call('EXPIRE', KEYS[11], ARGV[10])
+if redis.call('EXISTS', KEYS[10]) == 1 then
+  if ARGV[4] == '1' then redis.call('APPEND', KEYS[10], '-') else redis.call('APPEND', KEYS[10], '+') end
+end
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 return 1
 """)
@@ -238,11 +256,29 @@ if tokens >= 0 then return '0' end
 return tostring(-tokens / rate)
 """)
 
-# KEYS: sent. ARGV: index, outbound sid, ttl.
+# KEYS: sent, replies. ARGV: index, outbound sid, ttl, the reply's details (JSON).
 SENT = Script("sent", """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
+""")
+
+# KEYS: seen, replies. ARGV: delivery key prefix. Reads only: {seen value or nil, the replies hash
+# (index, details, ...), the delivery status of each reply in that order (nil when there is none)}.
+REPLIES = Script("replies", """
+local items = redis.call('HGETALL', KEYS[2])
+local statuses = {}
+for i = 2, #items, 2 do
+  local ok, reply = pcall(cjson.decode, items[i])
+  local status = false
+  if ok and type(reply) == 'table' and type(reply['sid']) == 'string' then
+    status = redis.call('HGET', ARGV[1] .. reply['sid'], 'status')
+  end
+  statuses[#statuses + 1] = status
+end
+return {redis.call('GET', KEYS[1]), items, statuses}
 """)
 
 # KEYS: inflight, queue, alive, workers. ARGV: worker id, 'force' or ''.
@@ -292,4 +328,5 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return 1
 """)
 
-ALL = (ACCEPT, TAKE, BEGIN, FINISH, RETRY, DUE, REQUEUE, STATUS, PACE, SENT, RECLAIM, SWEEP, HEARTBEAT, PUSH_CAPPED)
+ALL = (ACCEPT, TAKE, BEGIN, FINISH, RETRY, DUE, REQUEUE, STATUS, PACE, SENT, REPLIES, RECLAIM, SWEEP, HEARTBEAT,
+       PUSH_CAPPED)

@@ -10,19 +10,32 @@ in-process. Importing this module imports neither.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
 from pyrowire import scripts
-from pyrowire.keys import DEDUPE_SECONDS, DELIVERY_SECONDS, HEARTBEAT_TTL, TopicKeys, topic_keys
+from pyrowire.keys import (
+    DEDUPE_SECONDS,
+    DELIVERY_SECONDS,
+    FINISHED_DEAD,
+    HEARTBEAT_TTL,
+    INVALID,
+    REPLIES_SECONDS,
+    TopicKeys,
+    read_seen,
+    topic_keys,
+)
 from pyrowire.scripts import Script
 
 # dead letters moved back per script run by requeue_dead
 REQUEUE_BATCH = 100
+# how many of a topic's newest error records are searched for why a message ended as a dead letter
+ERRORS_SEARCHED = 200
 
 
 class ScriptMissing(Exception):
@@ -65,6 +78,22 @@ class SessionChange:
 
     value: str | None
     ttl: int
+
+
+@dataclass(frozen=True)
+class Replies:
+    """What the handler of one inbound message sent so far, and whether its handling is finished.
+
+    ``handled`` is true once the message was recorded complete or as a dead letter (a keyword such as
+    STOP too: once the worker recorded it), and at once for a message a validator refused (nothing
+    was queued; the TwiML answer was its one reply), which ``refused`` names. ``error`` is the error
+    line of a message that ended as a dead letter. An unknown MessageSid is not handled, with no replies.
+    """
+
+    handled: bool
+    replies: list[dict[str, Any]]  # each {"sid", "to", "body", "media": [urls], "status": str | None}
+    refused: str | None = None
+    error: str | None = None
 
 
 def _pairs(reply: Any) -> dict[str, str]:
@@ -159,12 +188,14 @@ class Store(ABC):
 
     async def finish(self, topic: str, worker: str, payload: str, sid: str, record: str, kind: str,
                      retention: int, dead: bool = False, conversation: str | None = None,
-                     session: SessionChange | None = None) -> bool:
+                     session: SessionChange | None = None, replies: Mapping[int, str] | None = None) -> bool:
         """Drop ``payload`` from the worker's in-flight list and record it under ``kind`` (complete or errors).
 
         With ``dead`` the message also goes to the dead letters; ``session`` changes the
-        conversation's session; the conversation (if ordered) gets its next message. False when
-        the payload was no longer in flight here (recorded, nothing else done).
+        conversation's session; the conversation (if ordered) gets its next message; ``replies``
+        (send index -> details, JSON) are the replies not yet recorded by :meth:`record_sent`, and
+        the message is marked finished (:meth:`replies`). False when the payload was no longer in
+        flight here (recorded, nothing else done).
         """
         k = self.keys(topic)
         number = conversation or ""
@@ -174,8 +205,9 @@ class Store(ABC):
         held = await self._script(
             scripts.FINISH,
             (k.inflight(worker), getattr(k, kind), k.sent(sid), k.dead, k.runs, k.active, k.conversation(number),
-             k.queue, k.session(number)),
-            (payload, record, retention, "1" if dead else "", sid, number, change, value, ttl),
+             k.queue, k.session(number), k.seen(sid), k.replies(sid)),
+            (payload, record, retention, "1" if dead else "", sid, number, change, value, ttl, REPLIES_SECONDS,
+             "".join(f"{index}\n{details}\n" for index, details in replies.items()) if replies else ""),
         )
         return bool(int(held))
 
@@ -240,9 +272,50 @@ class Store(ABC):
     async def opt_out(self, topic: str, number: str) -> None:
         await self._execute("SADD", self.keys(topic).optout, number)
 
-    async def record_sent(self, topic: str, sid: str, index: int, outbound: str) -> None:
-        """Remember that the handler's ``index``-th send for inbound ``sid`` went out as ``outbound``."""
-        await self._script(scripts.SENT, (self.keys(topic).sent(sid),), (index, outbound, DEDUPE_SECONDS))
+    async def record_sent(self, topic: str, sid: str, index: int, outbound: str, details: str = "") -> None:
+        """Remember that the handler's ``index``-th send for inbound ``sid`` went out as ``outbound``, and
+        the reply's ``details`` (JSON: sid, to, body, media) for :meth:`replies`."""
+        k = self.keys(topic)
+        await self._script(scripts.SENT, (k.sent(sid), k.replies(sid)), (index, outbound, DEDUPE_SECONDS, details))
+
+    async def replies(self, topic: str, sid: str) -> Replies:
+        """The replies the handler of inbound ``sid`` sent so far, in order, each with its delivery status,
+        and whether its handling is finished (see :class:`Replies`)."""
+        k = self.keys(topic)
+        seen, items, statuses = await self._script(scripts.REPLIES, (k.seen(sid), k.replies(sid)), (k.delivery(""),))
+        fields = [str(i) for i in items]
+        found: list[tuple[int, dict[str, Any]]] = []
+        for index, details, status in zip(fields[::2], fields[1::2], statuses, strict=True):
+            try:
+                reply = json.loads(details)
+                position = int(index)
+            except ValueError:
+                continue
+            if isinstance(reply, dict):
+                found.append((position, {
+                    "sid": reply.get("sid"), "to": reply.get("to"), "body": reply.get("body"),
+                    "media": list(reply.get("media") or []), "status": None if status is None else str(status)}))
+        ordered = [reply for _, reply in sorted(found, key=lambda f: f[0])]
+        if seen is None:
+            return Replies(False, ordered)
+        answer, ending = read_seen(str(seen))
+        if answer.startswith(INVALID):
+            return Replies(True, ordered, refused=answer[len(INVALID):])
+        if ending == FINISHED_DEAD:
+            return Replies(True, ordered, error=await self._error_of(topic, sid))
+        return Replies(bool(ending), ordered)
+
+    async def _error_of(self, topic: str, sid: str) -> str:
+        """The error line of inbound ``sid``'s newest error record, among the topic's newest ones."""
+        for raw in await self.lrange(self.keys(topic).errors, 0, ERRORS_SEARCHED - 1):
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            message = record.get("message") if isinstance(record, dict) else None
+            if isinstance(message, dict) and message.get("sid") == sid:
+                return str(record.get("error") or "the handler failed")
+        return "the handler failed"
 
     async def sent(self, topic: str, sid: str) -> dict[int, str]:
         """The sends already made for inbound ``sid``, by index."""
@@ -286,9 +359,10 @@ class Store(ABC):
         return int(n)
 
     async def answer_for(self, topic: str, sid: str) -> str | None:
-        """The answer remembered for inbound ``sid`` (``a`` accepted, ``v:<validator>`` refused), if any."""
+        """The answer remembered for inbound ``sid`` (``a`` accepted, ``v:<validator>`` refused), if any,
+        without the mark FINISH appends when the message ends."""
         value = await self._execute("GET", self.keys(topic).seen(sid))
-        return None if value is None else str(value)
+        return None if value is None else read_seen(str(value))[0]
 
     async def push_capped(self, key: str, item: str, retention: int) -> None:
         """Push ``item`` on the left of list ``key``, keeping its ``retention`` newest items."""

@@ -25,7 +25,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from pyrowire import envelope, signature, twiml
 from pyrowire.errors import BadRequest, RedisUnavailable
-from pyrowire.keys import ACCEPTED, INVALID, KEYWORD
+from pyrowire.keys import ACCEPTED, INVALID, KEYWORD, read_seen
 from pyrowire.message import parse_message
 from pyrowire.metrics import Metrics
 from pyrowire.settings import Topic
@@ -256,6 +256,7 @@ class Webhook:
         return twiml.response(conf.help_response if keyword == "help" else "")
 
     def _replay(self, conf: Topic, prior: str) -> bytes:
+        prior = read_seen(prior)[0]  # without the mark of a message that has finished
         if prior.startswith(KEYWORD):
             return self._keyword_answer(conf, prior[len(KEYWORD):])
         if prior.startswith(INVALID):

@@ -300,9 +300,9 @@ class TopicWorker(Service):
             return
         if rt.metrics is not None:
             rt.metrics.handled(topic.name, "complete", finished - started)
-        exchange.settle()
+        replies = exchange.settle()
         await self._persist(partial(rt.store.finish, topic.name, rt.worker_id, payload, sid, text, records,
-                                    topic.retention, False, conversation, session))
+                                    topic.retention, False, conversation, session, replies))
         if logs.enabled(logging.INFO):
             self.log.info("{topic} {sid} complete in {duration:.3f}s", topic=topic.name, sid=sid,
                           outcome="complete", duration=finished - started)
@@ -374,9 +374,9 @@ class TopicWorker(Service):
             text = _RECORD_ENCODER.encode(record)
         sid = str(exchange.sid)
         if dead:
-            exchange.settle()
+            replies = exchange.settle()
             await self._persist(partial(rt.store.finish, topic.name, rt.worker_id, payload, sid, text, "errors",
-                                        topic.retention, True, conversation))
+                                        topic.retention, True, conversation, replies=replies))
             return
         due = finished + handler_delay(int(base["attempt"]))
         await self._persist(partial(rt.store.retry, topic.name, rt.worker_id, payload, text, topic.retention, due))

@@ -19,10 +19,10 @@ from twisted.internet.task import deferLater
 
 from pyrowire import envelope, scripts
 from pyrowire.errors import RedisReplyError, RedisUnavailable
-from pyrowire.keys import DEDUPE_SECONDS
+from pyrowire.keys import DEDUPE_SECONDS, FINISHED, REPLIES_SECONDS, read_seen
 from pyrowire.redis_store import RedisStore
 from pyrowire.runconfig import parse_redis_url
-from pyrowire.store import SessionChange, Store
+from pyrowire.store import Replies, SessionChange, Store
 from pyrowire.testing.memory import MemoryStore
 
 W = "host:1:abcd"
@@ -559,8 +559,9 @@ async def test_every_key_carries_the_prefix_and_the_topic_hash_tag(store: Store)
     await store.heartbeat(["echo"], W, 60)
     await store.accept("echo", "SM1", "a", _payload("SM1"))
     payload = await _pop(store)
-    await store.record_sent("echo", "SM1", 0, "SMout")
+    await store.record_sent("echo", "SM1", 0, "SMout", _reply("SMout", "hi"))
     await store.finish("echo", W, payload or "", "SM1", "{}", "errors", 10, dead=True)
+    assert await store.ttl(store.keys("echo").replies("SM1")) > 0
     await store.push_capped(store.keys("echo").outbox, "{}", 10)
     names = [str(n) for n in await store._execute("KEYS", "*")]
     assert names and all(n.startswith("contract:{echo}:") for n in names)
@@ -605,3 +606,96 @@ async def test_pace_queues_sends_behind_each_other_at_the_rate(store: Store) -> 
     assert waits == [0.0, 0.0, 0.5, 1.0]
     assert await store.pace("+15005550006", 2.0, 1, 103.0) == 0.0  # the debt is paid and the burst back
     assert await store.pace("+15005550007", 2.0, 3, 103.0) == 0.5  # another sender has its own bucket
+
+
+def _reply(sid: str, body: str | None, media: tuple[str, ...] = ()) -> str:
+    return json.dumps({"sid": sid, "to": "+15551234567", "body": body, "media": list(media)})
+
+
+def _shown(sid: str, body: str | None, status: str | None, media: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"sid": sid, "to": "+15551234567", "body": body, "media": list(media), "status": status}
+
+
+@pytest_twisted.ensureDeferred
+async def test_replies_are_kept_in_order_with_their_status_and_finish_marks_the_message_handled(
+        store: Store) -> None:
+    """A reply recorded by SENT and those handed to FINISH are read back by send index with their delivery
+    status; FINISH marks the message handled on its seen value (whose TTL stays) and gives the replies
+    REPLIES_SECONDS of life."""
+    keys = store.keys("echo")
+    await store.accept("echo", "SM1", "a", "m1")
+    assert await store.replies("echo", "SM1") == Replies(False, [])
+    assert await _pop(store) == "m1"
+    await store.record_sent("echo", "SM1", 0, "SBa", _reply("SBa", "one"))
+    await store.record_status("echo", "SBa", "delivered", 3, "", "{}")
+    assert await store.replies("echo", "SM1") == Replies(False, [_shown("SBa", "one", "delivered")])
+    assert DEDUPE_SECONDS - 5 < await store.ttl(keys.replies("SM1")) <= DEDUPE_SECONDS
+    later = {10: _reply("SMc", None, ("https://m.example/c.png",)), 2: _reply("SMb", "two\nlines")}
+    assert await store.finish("echo", W, "m1", "SM1", "r", "complete", 10, replies=later)
+    assert await store.replies("echo", "SM1") == Replies(True, [
+        _shown("SBa", "one", "delivered"), _shown("SMb", "two\nlines", None),
+        _shown("SMc", None, None, ("https://m.example/c.png",))])
+    assert REPLIES_SECONDS - 5 < await store.ttl(keys.replies("SM1")) <= REPLIES_SECONDS
+    assert DEDUPE_SECONDS - 5 < await store.ttl(keys.seen("SM1")) <= DEDUPE_SECONDS
+    assert await store.sent("echo", "SM1") == {}
+    # Twilio's retry of the webhook still gets the first answer, and the message is not queued again
+    prior = await store.accept("echo", "SM1", "a", "m1 again")
+    assert prior is not None and read_seen(prior) == ("a", FINISHED)
+    assert await store.answer_for("echo", "SM1") == "a"
+    assert await store.llen(keys.queue) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_without_replies_is_handled_with_none_and_leaves_no_replies_key(store: Store) -> None:
+    """A message finished without sending anything is handled, with no replies and no replies key."""
+    await store.accept("echo", "SM1", "k:out", "m1")
+    await _pop(store)
+    assert await store.replies("echo", "SM1") == Replies(False, [])
+    await store.finish("echo", W, "m1", "SM1", "r", "complete", 10)
+    assert await store.replies("echo", "SM1") == Replies(True, [])
+    assert await store.ttl(store.keys("echo").replies("SM1")) == -2
+    assert await store.answer_for("echo", "SM1") == "k:out"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dead_letter_is_handled_with_its_error_and_handled_again_when_requeued(store: Store) -> None:
+    """A message that ends as a dead letter is handled, with its record's error line; re-queued and completed,
+    it is handled without one."""
+    await store.accept("echo", "SM1", "a", _payload("SM1"))
+    payload = await _pop(store)
+    assert payload is not None
+    record = json.dumps({"message": {"sid": "SM1"}, "error": "ZeroDivisionError: division by zero"})
+    await store.finish("echo", W, payload, "SM1", record, "errors", 10, dead=True,
+                       replies={0: _reply("SBa", "partial")})
+    assert await store.replies("echo", "SM1") == Replies(
+        True, [_shown("SBa", "partial", None)], error="ZeroDivisionError: division by zero")
+    await store.requeue_dead("echo")
+    assert await _pop(store) == payload
+    await store.finish("echo", W, payload, "SM1", "{}", "complete", 10)
+    assert await store.replies("echo", "SM1") == Replies(True, [_shown("SBa", "partial", None)])
+    assert await store.answer_for("echo", "SM1") == "a"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_message_is_handled_at_once_naming_its_validator(store: Store) -> None:
+    """A message a validator refused was never queued: handled, no replies, the validator named (even one whose
+    name ends like a finish mark)."""
+    await store.accept("echo", "SM1", "v:length", None)
+    await store.accept("echo", "SM2", "v:shout+", None)
+    assert await store.replies("echo", "SM1") == Replies(True, [], refused="length")
+    assert await store.replies("echo", "SM2") == Replies(True, [], refused="shout+")
+    assert await store.answer_for("echo", "SM2") == "v:shout+"
+
+
+@pytest_twisted.ensureDeferred
+async def test_finish_marks_nothing_without_a_seen_key_or_when_the_message_is_not_held(store: Store) -> None:
+    """FINISH creates no seen key where there is none (an on_status run, a MessageSid forgotten after a day),
+    and marks nothing when the message was no longer in this worker's in-flight list."""
+    keys = store.keys("echo")
+    await store.push_capped(keys.queue, "status change", 10)
+    await _pop(store)
+    await store.finish("echo", W, "status change", "SBout", "r", "statuses", 10)
+    assert await store.ttl(keys.seen("SBout")) == -2
+    await store.accept("echo", "SM1", "a", "m1")
+    assert not await store.finish("echo", W, "m1", "SM1", "late", "complete", 10, replies={0: _reply("SBa", "x")})
+    assert await store.replies("echo", "SM1") == Replies(False, [])

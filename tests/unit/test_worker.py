@@ -19,6 +19,7 @@ from pyrowire.keys import HEARTBEAT_TTL
 from pyrowire.outbound import Sender
 from pyrowire.recovery import Supervisor, beat_interval
 from pyrowire.runtime import Runtime
+from pyrowire.store import Replies
 from pyrowire.testing.fake_twilio import FakeTwilio
 from pyrowire.testing.memory import MemoryStore
 from pyrowire.twilio import TwilioClient
@@ -514,6 +515,57 @@ def test_a_send_is_recorded_while_the_handler_still_runs_and_not_after_it_finish
     h.clock.advance(10)
     assert now(h.store.sent("echo", "SM1")) == {}  # the finish record dropped it
     assert len(h.records("complete")) == 1
+
+
+def test_replies_of_a_fast_and_a_slow_handler_are_read_back_and_the_message_is_handled() -> None:
+    """The replies a handler sent are read back in order with their status, whether recorded while it ran or by
+    its finish, and the message is handled once it is recorded."""
+    h = Harness()
+
+    async def handler(message: dict[str, Any]) -> Any:
+        message["reply"] = "first"
+        await h.app.sms(message)
+        if message["message"] == "slow":
+            await deferLater(h.clock, 10)
+        await h.app.mms(message, media_url="https://m.example/a.png", include_text=True)
+        return message
+
+    h.start(handler)
+    h.queue("SM1", "slow")
+    h.clock.advance(0)
+    [first] = h.outbox()
+    replies = now(h.store.replies("echo", "SM1"))
+    assert replies == Replies(False, [{"sid": first["sid"], "to": "+15551234567", "body": "first", "media": [],
+                                       "status": "delivered"}])
+    h.clock.advance(10)
+    h.queue("SM2", "fast")
+    for sid in ("SM1", "SM2"):
+        replies = now(h.store.replies("echo", sid))
+        assert replies.handled
+        assert [(r["body"], r["media"]) for r in replies.replies] == [
+            ("first", []), ("first", ["https://m.example/a.png"])]
+        sent = [r["sid"] for r in h.outbox() if r["in_reply_to"] == sid]
+        assert [r["sid"] for r in replies.replies] == list(reversed(sent))
+
+
+@pytest.mark.expect_logged_errors  # the handler's failure is logged, as it should be
+def test_a_message_whose_handler_fails_for_good_is_handled_with_its_error() -> None:
+    """A failed run with attempts left is not handled yet; its last failure makes it handled, with the error line
+    and the replies every run sent, none twice."""
+    h = Harness(max_attempts=2)
+
+    async def handler(message: dict[str, Any]) -> Any:
+        message["reply"] = "sorry"
+        await h.app.sms(message)
+        raise ZeroDivisionError("division by zero")
+
+    h.start(handler)
+    h.queue("SM1")
+    assert not now(h.store.replies("echo", "SM1")).handled
+    h.clock.advance(1)
+    replies = now(h.store.replies("echo", "SM1"))
+    assert replies.handled and replies.error == "ZeroDivisionError: division by zero"
+    assert [r["body"] for r in replies.replies] == ["sorry"]
 
 
 @pytest.mark.expect_logged_errors  # the handler's failures are logged, as they should be
