@@ -45,20 +45,8 @@ class StatusCallbacks:
     async def answer(self, request: IRequest, topic: str) -> bytes:
         """Answer one status callback for ``topic`` (status and headers set on ``request``)."""
         webhook = self.webhook
-        if request.method != b"POST":
-            request.setHeader(b"Allow", b"POST")
-            return webhook._plain(request, 405, "Only POST is allowed here.")
-        conf = webhook.inbound.topics.get(topic)
-        if conf is None:
-            return webhook._plain(request, 404, f"There is no topic called {topic!r}.")
         try:
-            params = webhook.params(request)
-            if conf.validate_signature:
-                webhook.check_signature(request, conf, params)
-            values = {name: found[0] for name, found in params.items() if found}
-            for required in ("MessageSid", "MessageStatus"):
-                if not values.get(required):
-                    raise BadRequest(400, f"The {required} parameter is missing.")
+            values = webhook.checked(request, topic, b"POST", ("MessageSid", "MessageStatus"))
         except BadRequest as e:
             return webhook._plain(request, e.status, e.sentence)
         try:

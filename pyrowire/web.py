@@ -1,6 +1,7 @@
 """What a listening pyrowire process serves over HTTP, put together in one place.
 
-``/queue/<topic>`` is the webhook (:mod:`pyrowire.webhook`), taken before any routing;
+``/queue/<topic>`` is the webhook (:mod:`pyrowire.webhook`, with ``/queue/<topic>/replies``,
+:mod:`pyrowire.replies`), taken before any routing;
 everything else (``/health``, ``/metrics``) is the Klein application of :mod:`pyrowire.ops`.
 A process that does not serve the webhook (a worker listening for its health) answers
 404 under ``/queue/``.

@@ -7,7 +7,8 @@ trip that de-duplicates the MessageSid and queues the message.
 The webhook knows the application only through :class:`Inbound` (its topics, their
 checks, and sending the accept response) and Redis only through the
 :class:`~pyrowire.store.Store` it is given. It is a plain twisted.web leaf
-(:class:`QueueResource`), served by the process's site without going through a router.
+(:class:`QueueResource`), served by the process's site without going through a router;
+the same leaf serves ``GET /queue/<topic>/replies`` (:mod:`pyrowire.replies`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from pyrowire import envelope, signature, twiml
+from pyrowire import envelope, replies, signature, twiml
 from pyrowire.errors import BadRequest, RedisUnavailable
 from pyrowire.keys import ACCEPTED, INVALID, KEYWORD, read_seen
 from pyrowire.message import parse_message
@@ -79,27 +80,37 @@ class Inbound(Protocol):
         ...
 
 
+Answerer = Callable[[Any, str], Coroutine[Any, Any, bytes]]
+
+
 class QueueResource(Resource):
     """A route ``/<name>/<topic>`` as a twisted.web leaf (``postpath`` is ``[topic]``), answered by an
-    ``async`` function of the request and the topic: the webhook's ``queue``, or the status callbacks'."""
+    ``async`` function of the request and the topic: the webhook's ``queue``, or the status callbacks'.
+    ``below`` answers ``/<name>/<topic>/<segment>`` by segment (the webhook's ``replies``), looked up
+    only when the path is not ``/<name>/<topic>``, so the webhook pays nothing for it."""
 
     isLeaf = True
 
-    def __init__(self, webhook: Webhook,
-                 answer: Callable[[Any, str], Coroutine[Any, Any, bytes]] | None = None) -> None:
+    def __init__(self, webhook: Webhook, answer: Answerer | None = None,
+                 below: Mapping[bytes, Answerer] | None = None) -> None:
         super().__init__()
         self.webhook = webhook
         self.answer = answer or webhook.queue
+        self.below = dict(below or {})
 
     def render(self, request: Any) -> Any:
         postpath = request.postpath
+        answer = self.answer
         if len(postpath) != 1 or not postpath[0]:
-            return Webhook._plain(request, 404, "There is no such page.")
+            found = self.below.get(postpath[1]) if len(postpath) == 2 and postpath[0] else None
+            if found is None:
+                return Webhook._plain(request, 404, "There is no such page.")
+            answer = found
         try:
             topic = postpath[0].decode("utf-8")
         except UnicodeDecodeError:
             return Webhook._plain(request, 404, "There is no such topic.")
-        d: Deferred[bytes] = Deferred.fromCoroutine(self.answer(request, topic))
+        d: Deferred[bytes] = Deferred.fromCoroutine(answer(request, topic))
         d.addCallbacks(self._write, self._failed, callbackArgs=(request,), errbackArgs=(request,))
         return NOT_DONE_YET
 
@@ -133,11 +144,13 @@ class Webhook:
         self._redis_down = False
 
     def queue_resource(self) -> QueueResource:
-        """``/queue/<topic>``'s leaf: the site hands it the requests under ``/queue/``."""
-        return QueueResource(self)
+        """``/queue/<topic>``'s leaf (and ``/queue/<topic>/replies``'s): the site hands it the requests under
+        ``/queue/``."""
+        return QueueResource(self, below={replies.SEGMENT: replies.RepliesEndpoint(self).answer})
 
     def resource(self) -> Resource:
-        """A resource with the webhook at ``queue/<topic>`` below it, to mount in any twisted.web site."""
+        """A resource with the webhook at ``queue/<topic>`` (and its replies at ``queue/<topic>/replies``)
+        below it, to mount in any twisted.web site."""
         root = Resource()
         root.putChild(b"queue", self.queue_resource())
         return root
@@ -190,6 +203,25 @@ class Webhook:
             scheme = "https" if request.isSecure() else "http"
         host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
         return f"{scheme}://{host}{uri}"
+
+    def checked(self, request: IRequest, topic: str, method: bytes, required: Sequence[str]) -> dict[str, str]:
+        """The first value of each parameter of a request to another endpoint of ``topic`` (status callbacks,
+        replies), checked as the webhook checks its own: BadRequest for another method (405), an unknown
+        topic (404), a bad signature (403) or a missing ``required`` parameter (400)."""
+        if request.method != method:
+            request.setHeader(b"Allow", method)
+            raise BadRequest(405, f"Only {method.decode()} is allowed here.")
+        conf = self.inbound.topics.get(topic)
+        if conf is None:
+            raise BadRequest(404, f"There is no topic called {topic!r}.")
+        params = self.params(request)
+        if conf.validate_signature:
+            self.check_signature(request, conf, params)
+        values = {name: found[0] for name, found in params.items() if found}
+        for name in required:
+            if not values.get(name):
+                raise BadRequest(400, f"The {name} parameter is missing.")
+        return values
 
     def check_signature(self, request: IRequest, conf: Topic, params: Mapping[str, Sequence[str]]) -> None:
         token = conf.twilio.auth_token or ""

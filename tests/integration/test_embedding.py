@@ -37,7 +37,8 @@ async def eventually(check: Any, seconds: float = 5.0) -> Any:
 
 @pytest_twisted.ensureDeferred
 async def test_resource_mounted_under_another_site_queues_messages(redis_server: RedisServer) -> None:
-    """app.resource() under /sms of someone else's site answers TwiML and queues the message in Redis."""
+    """app.resource() under /sms of someone else's site answers TwiML and queues the message in Redis, and serves
+    the message's replies beside the webhook."""
     app = pyrowire.App(SETTINGS)
     root = Resource()
     root.putChild(b"sms", app.resource(redis=redis_server.url, environ={}))
@@ -57,6 +58,8 @@ async def test_resource_mounted_under_another_site_queues_messages(redis_server:
 
         [payload] = await eventually(queued)
         assert json.loads(payload)["message"]["message"] == "hello"
+        replies = await treq.get(f"{url}/replies?MessageSid=SMembed1")
+        assert (replies.code, await replies.json()) == (200, {"handled": False, "replies": []})
     finally:
         await port.stopListening()
         await store.stop()
