@@ -4,9 +4,10 @@
 ``pyrowire send URL --from N --body T [--wait]`` and ``pyrowire chat URL --from N``
 text a running app as a phone would (see :mod:`pyrowire.cli.phone`);
 ``pyrowire dead list|requeue TOPIC`` lists or re-queues a topic's dead letters. ``dead``
-and ``send --wait`` read the app's settings as the daemon does (``--app``, ``--profile``,
-``--redis``; see :mod:`pyrowire.cli.deployment`). Every command runs on the reactor
-(``task.react``) and talks to Redis through the same store the daemon uses.
+reads the app's settings as the daemon does (``--app``, ``--profile``, ``--redis``; see
+:mod:`pyrowire.cli.deployment`) and talks to Redis through the same store the daemon uses;
+``send --wait`` and ``chat`` read the replies from the daemon over HTTP, so they need no
+Redis. Every command runs on the reactor (``task.react``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from pyrowire.errors import ConfigurationError, RedisUnavailable
 from pyrowire.redis_store import RedisStore
 from pyrowire.version import __version__
 
-CONNECT_SECONDS = deployment.CONNECT_SECONDS
 CLOSE_SECONDS = 5.0
 
 DESCRIPTION = """pyrowire's command-line tools: write a new application, text a running one as a phone
@@ -50,7 +50,7 @@ DEAD_EPILOG = """arguments of list and requeue (details: pyrowire dead list --he
 
 
 def _deployment_options() -> argparse.ArgumentParser:
-    """The options that say which deployment's Redis to use (shared by dead and send --wait)."""
+    """The options that say which deployment's Redis to use (dead's list and requeue)."""
     options = argparse.ArgumentParser(add_help=False)
     group = options.add_argument_group("where the daemon's Redis is (default: what the app's settings say)")
     group.add_argument("--app", metavar="MODULE[:ATTR]",
@@ -75,17 +75,20 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("directory", nargs="?", default=".", help="where to write it (default: here)")
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
 
-    send = commands.add_parser("send", parents=[where],
+    send = commands.add_parser("send",
                                help="text a pyrowire webhook as Twilio would, and print the TwiML it answers",
                                description="Post a Twilio-signed webhook and print the TwiML document the webhook "
-                                           "answered; with --wait, then the replies the handler sent.")
+                                           "answered; with --wait, then the replies the handler sent, read from "
+                                           "the daemon (URL/replies) until it has handled the message.")
     _phone_arguments(send)
     send.add_argument("--body", required=True, help="the text of the message")
     send.add_argument("--media", action="append", default=[], metavar="URL", help="a media URL (repeatable)")
     send.add_argument("--wait", nargs="?", type=_seconds, const=phone.WAIT_SECONDS, default=None,
-                      metavar="SECONDS", help="also print the sandbox replies, waiting up to SECONDS (default 10)")
+                      metavar="SECONDS",
+                      help="also print the replies (sandbox or real) until the message is handled, waiting up to "
+                           "SECONDS (default 10)")
 
-    chat = commands.add_parser("chat", parents=[where],
+    chat = commands.add_parser("chat",
                                help="a phone in the terminal: each line read is texted to the webhook",
                                description="Text the webhook one line at a time, printing the answer and "
                                            "the replies to each, until the end of input.")
@@ -175,15 +178,13 @@ def init(args: argparse.Namespace, out: phone.Output) -> int:
 
 
 class Effects:
-    """What the commands touch, injectable: the HTTP client, the outbox store (or how to connect one and
-    probe its address first), the input lines and the folder whose app and embedded Redis are the default."""
+    """What the commands touch, injectable: the HTTP client, how to connect a store (and probe its address
+    first), the input lines and the folder whose app and embedded Redis are the default."""
 
-    def __init__(self, http: Any = None, outbox: phone.Outbox | None = None,
-                 next_line: Callable[[], Deferred[str | None]] | None = None, cwd: str | None = None,
-                 store_factory: Callable[..., RedisStore] = RedisStore,
+    def __init__(self, http: Any = None, next_line: Callable[[], Deferred[str | None]] | None = None,
+                 cwd: str | None = None, store_factory: Callable[..., RedisStore] = RedisStore,
                  probe: deployment.Probe | None = deployment._probe) -> None:
         self.http = http
-        self.outbox = outbox
         self.next_line = next_line
         self.cwd = cwd
         self.store_factory = store_factory
@@ -193,29 +194,19 @@ class Effects:
 async def _talk(reactor: Any, args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, err: TextIO,
                 effects: Effects) -> int:
     http = effects.http or HTTPClient(Agent(reactor))
-    waits = args.command == "chat" or args.wait is not None
-    outbox, store = effects.outbox, None
-    if waits and outbox is None:
-        phone.topic_of(args.url)  # a bad URL is reported before connecting to Redis
-        where = locate(args, environ, effects.cwd or os.getcwd())
-        outbox = store = await deployment.connect(reactor, where, effects.store_factory, effects.probe)
-    try:
-        talker = phone.Phone(args.url, args.sender, http=http, clock=reactor, to=args.to,
-                             auth_token=args.auth_token or environ.get("TWILIO_AUTH_TOKEN") or None,
-                             account_sid=environ.get("TWILIO_ACCOUNT_SID") or phone.DEFAULT_ACCOUNT_SID,
-                             timeout=args.timeout, outbox=outbox)
-        if args.command == "chat":
-            return await _chat(reactor, talker, args, out, err, effects)
-        waited = await phone.converse(talker, args.body, out, media=args.media, twiml=True, wait=args.wait)
-        if waited is not None:
-            problem = phone.wait_problem(waited, "the message", args.wait)
-            if problem:
-                err.write(f"pyrowire: error: {problem}\n")
-                return 1
-        return 0
-    finally:
-        if store is not None:
-            await store.stop()
+    talker = phone.Phone(args.url, args.sender, http=http, clock=reactor, to=args.to,
+                         auth_token=args.auth_token or environ.get("TWILIO_AUTH_TOKEN") or None,
+                         account_sid=environ.get("TWILIO_ACCOUNT_SID") or phone.DEFAULT_ACCOUNT_SID,
+                         timeout=args.timeout)
+    if args.command == "chat":
+        return await _chat(reactor, talker, args, out, err, effects)
+    waited = await phone.converse(talker, args.body, out, media=args.media, twiml=True, wait=args.wait)
+    if waited is not None:
+        problem = phone.wait_problem(waited, "the message", args.wait)
+        if problem:
+            err.write(f"pyrowire: error: {problem}\n")
+            return 1
+    return 0
 
 
 async def _chat(reactor: Any, talker: phone.Phone, args: argparse.Namespace, out: TextIO, err: TextIO,

@@ -1,11 +1,11 @@
-"""Which Redis, key prefix and topics the console command works on: the app's, read as the daemon reads them.
+"""Which Redis, key prefix and topics ``pyrowire dead`` works on: the app's, read as the daemon reads them.
 
-``pyrowire dead`` and ``pyrowire send --wait`` import the application (``--app``, else
+``pyrowire dead`` imports the application (``--app``, else
 ``$PYROWIRE_APP``, else ``app`` in the working folder, as ``twistd pyrowire`` does) and
-resolve its profile (``--profile``, else ``$ENV``, else ``dev``) and Redis (``--redis``,
+resolves its profile (``--profile``, else ``$ENV``, else ``dev``) and Redis (``--redis``,
 else ``$REDIS_URL``, else the profile's, where ``embedded`` is the server a daemon runs in
-this folder), so they find the daemon's Redis and key prefix without being told. Without
-an app in the folder they fall back to ``--redis``/``$REDIS_URL`` or this folder's
+this folder), so it finds the daemon's Redis and key prefix without being told. Without
+an app in the folder it falls back to ``--redis``/``$REDIS_URL`` or this folder's
 embedded server, and the key prefix ``pyrowire``.
 """
 

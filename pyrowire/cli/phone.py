@@ -1,9 +1,10 @@
 """A phone in the terminal: ``pyrowire send`` and ``pyrowire chat``.
 
 :class:`Phone` posts a Twilio-like (and, given an auth token, correctly signed) webhook
-to a pyrowire URL, reads the TwiML answer, and can then wait for the sandbox replies
-the handler wrote to the topic's outbox in Redis. Every effect comes in: the HTTP
-client, the clock, the store the outbox is read from, and where the text goes.
+to a pyrowire URL, reads the TwiML answer, and can then wait for the replies the handler
+sends, polling the daemon's ``<webhook URL>/replies`` (signed the same way) until it says
+the message is handled. It needs no Redis of its own, so it works whichever Redis the
+daemon uses. Every effect comes in: the HTTP client, the clock, and where the text goes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 from xml.etree import ElementTree
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredQueue
@@ -29,14 +30,13 @@ from twisted.web.client import ResponseFailed
 from zope.interface import implementer
 
 from pyrowire import signature
-from pyrowire.keys import INVALID, TopicKeys
 
 DEFAULT_TO = "+15005550006"
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
 HTTP_TIMEOUT = 10.0
 WAIT_SECONDS = 10.0
 POLL_SECONDS = 0.1
-SCAN = 200  # how many of the newest outbox entries and records each poll looks at
+USER_AGENT = "pyrowire-send"
 _COUNTRIES = {"+1": "US", "+44": "GB", "+33": "FR", "+49": "DE", "+61": "AU"}
 
 
@@ -46,16 +46,6 @@ class PhoneError(Exception):
 
 class Output(Protocol):
     def write(self, text: str, /) -> object: ...
-
-
-class Outbox(Protocol):
-    """What :class:`Phone` needs of a store: RedisStore and MemoryStore both have it."""
-
-    def keys(self, topic: str) -> TopicKeys: ...
-
-    async def lrange(self, key: str, start: int = 0, stop: int = -1) -> list[str]: ...
-
-    async def answer_for(self, topic: str, sid: str) -> str | None: ...
 
 
 def message_sid() -> str:
@@ -107,7 +97,7 @@ def build_params(sender: str, body: str, *, to: str = DEFAULT_TO, media: Sequenc
 
 
 def sign(url: str, params: Mapping[str, str], auth_token: str) -> str:
-    """The X-Twilio-Signature Twilio would send for this POST."""
+    """The X-Twilio-Signature Twilio would send for this POST (for a GET: no ``params``, the query in ``url``)."""
     return signature.compute(url, {k: [v] for k, v in params.items()}, auth_token)
 
 
@@ -126,10 +116,18 @@ def twiml_messages(text: str) -> list[str]:
     return messages
 
 
-def describe_reply(record: Mapping[str, Any]) -> str:
-    """One line for a sandbox reply: ``< text`` and its media, if any."""
-    text = str(record.get("body") or "")
-    media = record.get("media_urls") or []
+def replies_url(url: str, sid: str) -> str:
+    """Where the daemon answers the replies to ``sid`` for the webhook at ``url``: ``<url>/replies?MessageSid=…``."""
+    parts = urlsplit(url)
+    query = urlencode({"MessageSid": sid})
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/replies",
+                       f"{parts.query}&{query}" if parts.query else query, ""))
+
+
+def describe_reply(reply: Mapping[str, Any]) -> str:
+    """One line for a reply: ``< text`` and its media, if any."""
+    text = str(reply.get("body") or "")
+    media = reply.get("media") or []
     if media:
         text = f"{text} [media: {', '.join(map(str, media))}]".strip()
     return "< " + text.replace("\n", "\n  ")
@@ -160,11 +158,11 @@ def _plain(body: bytes) -> str:
 
 
 class Phone:
-    """Sends texts to one webhook URL as one phone number would."""
+    """Sends texts to one webhook URL as one phone number would, and reads the replies to them."""
 
     def __init__(self, url: str, sender: str, *, http: Any, clock: IReactorTime, to: str = DEFAULT_TO,
                  auth_token: str | None = None, account_sid: str = DEFAULT_ACCOUNT_SID,
-                 timeout: float = HTTP_TIMEOUT, outbox: Outbox | None = None) -> None:
+                 timeout: float = HTTP_TIMEOUT) -> None:
         self.url = url
         self.sender = sender
         self.http = http
@@ -173,7 +171,6 @@ class Phone:
         self._auth_token = auth_token
         self.account_sid = account_sid
         self.timeout = timeout
-        self.outbox = outbox
         self.topic = topic_of(url)
 
     def __repr__(self) -> str:
@@ -182,19 +179,30 @@ class Phone:
     async def send(self, body: str, media: Sequence[str] = ()) -> Answer:
         """Post one inbound message; answer the TwiML, or raise PhoneError with one line."""
         params = build_params(self.sender, body, to=self.to, media=media, account_sid=self.account_sid)
-        headers = {"Content-Type": ["application/x-www-form-urlencoded"], "User-Agent": ["pyrowire-send"]}
-        if self._auth_token:
-            headers["X-Twilio-Signature"] = [sign(self.url, params, self._auth_token)]
+        headers = {"Content-Type": ["application/x-www-form-urlencoded"]}
         data = urlencode(params).encode("utf-8")
+        code, phrase, content = await self._request("POST", self.url, params, headers, data)
+        if not 200 <= code < 300:
+            raise PhoneError(_refused(self.url, code, phrase, content))
+        twiml = content.decode("utf-8", "replace")
+        return Answer(params["MessageSid"], self.topic, twiml, twiml_messages(twiml))
+
+    async def _request(self, method: str, url: str, params: Mapping[str, str], headers: dict[str, list[str]],
+                       data: bytes | None = None) -> tuple[int, str, bytes]:
+        """One request, signed when there is an auth token: (status, phrase, body), or PhoneError with one line
+        when it cannot connect or no answer comes within the timeout."""
+        headers = {**headers, "User-Agent": [USER_AGENT]}
+        if self._auth_token:
+            headers["X-Twilio-Signature"] = [sign(url, params, self._auth_token)]
         timed_out: list[bool] = []
 
-        async def post() -> tuple[int, str, bytes]:
-            response = await self.http.post(self.url, data=data, headers=headers)
+        async def go() -> tuple[int, str, bytes]:
+            response = await self.http.request(method, url, data=data, headers=headers)
             content: bytes = await response.content()
             phrase = response.phrase.decode("latin-1") if isinstance(response.phrase, bytes) else response.phrase
             return response.code, str(phrase or ""), content
 
-        d = Deferred.fromCoroutine(post())
+        d = Deferred.fromCoroutine(go())
 
         def expire() -> None:
             timed_out.append(True)
@@ -202,70 +210,54 @@ class Phone:
 
         timer = self.clock.callLater(self.timeout, expire)
         try:
-            code, phrase, content = await d
+            return await d
         except (CancelledError, ConnectingCancelledError, ResponseFailed) as e:
             if timed_out:
-                raise PhoneError(f"no answer from {self.url} within {self.timeout:g} s") from None
-            raise PhoneError(f"cannot connect to {self.url}: {_reason(e)}") from None
+                raise PhoneError(f"no answer from {url} within {self.timeout:g} s") from None
+            raise PhoneError(f"cannot connect to {url}: {_reason(e)}") from None
         except (ConnectError, OSError) as e:  # DNSLookupError is an OSError
-            raise PhoneError(f"cannot connect to {self.url}: {_reason(e)}") from None
+            raise PhoneError(f"cannot connect to {url}: {_reason(e)}") from None
         finally:
             if timer.active():
                 timer.cancel()
-        if not 200 <= code < 300:
-            said = _plain(content)
-            raise PhoneError(f"{self.url} answered {code} {phrase}".rstrip() + (f": {said}" if said else ""))
-        twiml = content.decode("utf-8", "replace")
-        return Answer(params["MessageSid"], self.topic, twiml, twiml_messages(twiml))
 
     async def wait(self, sid: str, seconds: float = WAIT_SECONDS,
                    on_reply: Callable[[dict[str, Any]], object] = lambda _r: None) -> Waited:
-        """Poll the outbox for the replies to ``sid`` until its handler is done or ``seconds`` pass.
+        """Poll the daemon for the replies to ``sid`` until it says the message is handled or ``seconds`` pass.
 
-        The handler is done when its exchange is recorded (complete, or failed); each new
-        reply is handed to ``on_reply`` as soon as it is seen.
+        Each new reply is handed to ``on_reply`` as soon as it is seen. While the daemon cannot read
+        its Redis (503) the wait goes on; any other refusal is a PhoneError.
         """
-        if self.outbox is None:
-            raise PhoneError("waiting for replies needs Redis")
-        keys = self.outbox.keys(self.topic)
+        url = replies_url(self.url, sid)
         deadline = self.clock.seconds() + seconds
         waited = Waited()
         seen: set[str] = set()
-        answer = await self.outbox.answer_for(self.topic, sid)
-        if answer is not None and answer.startswith(INVALID):
-            # a validator refused it: the TwiML answer was the one reply and nothing was queued
-            waited.outcome = "refused"
-            waited.error = answer[len(INVALID):]
-            return waited
         while True:
-            # the record is read before the outbox: a handler's replies are pushed before it is recorded
-            complete = await self._record(keys.complete, sid)
-            failed = None if complete else await self._record(keys.errors, sid)
-            for raw in reversed(await self.outbox.lrange(keys.outbox, 0, SCAN - 1)):
-                reply = _json(raw)
-                if reply is not None and reply.get("in_reply_to") == sid and reply.get("sid") not in seen:
-                    seen.add(str(reply.get("sid")))
-                    waited.replies.append(reply)
-                    on_reply(reply)
-            if complete is not None:
-                waited.outcome = "complete"
-                return waited
-            if failed is not None:
-                waited.outcome = "failed"
-                waited.error = str(failed.get("error") or "the handler failed")
-                return waited
+            code, phrase, content = await self._request("GET", url, {}, {"Accept": ["application/json"]})
+            if code == 200:
+                answer = _json(content.decode("utf-8", "replace"))
+                if answer is None or not isinstance(answer.get("replies"), list):
+                    raise PhoneError(f"{url} answered something else than replies: {_plain(content)!r}")
+                for reply in answer["replies"]:
+                    if isinstance(reply, dict) and str(reply.get("sid")) not in seen:
+                        seen.add(str(reply.get("sid")))
+                        waited.replies.append(reply)
+                        on_reply(reply)
+                if answer.get("handled"):
+                    refused, error = answer.get("refused"), answer.get("error")
+                    waited.outcome = "refused" if refused is not None else "failed" if error is not None else "complete"
+                    waited.error = None if refused is None and error is None else str(refused or error)
+                    return waited
+            elif code != 503:
+                raise PhoneError(_refused(url, code, phrase, content))
             if self.clock.seconds() >= deadline:
                 return waited
             await deferLater(self.clock, min(POLL_SECONDS, max(0.0, deadline - self.clock.seconds())))
 
-    async def _record(self, key: str, sid: str) -> dict[str, Any] | None:
-        assert self.outbox is not None
-        for raw in await self.outbox.lrange(key, 0, SCAN - 1):
-            record = _json(raw)
-            message = record.get("message") if record else None
-            if record is not None and isinstance(message, dict) and message.get("sid") == sid:
-                return record
-        return None
+
+def _refused(url: str, code: int, phrase: str, content: bytes) -> str:
+    said = _plain(content)
+    return f"{url} answered {code} {phrase}".rstrip() + (f": {said}" if said else "")
 
 
 def _json(raw: str) -> dict[str, Any] | None:
@@ -307,7 +299,7 @@ async def converse(phone: Phone, body: str, out: Output, *, media: Sequence[str]
         return None
     waited = await phone.wait(answer.sid, wait, lambda reply: out.write(describe_reply(reply) + "\n"))
     if waited.outcome == "complete" and not waited.replies:
-        out.write("(handled; no sandbox reply)\n")
+        out.write("(handled; no reply)\n")
     if waited.outcome == "refused":
         out.write(f"(refused by the {waited.error} validator: nothing was queued)\n")
     return waited

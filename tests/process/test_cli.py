@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.process.harness import PyrowireProcess
-from tests.redis_server import free_port
+from tests.process.harness import Deployment, PyrowireProcess
+from tests.redis_server import RedisServer, free_port
 
 PYROWIRE = os.path.join(os.path.dirname(sys.executable), "pyrowire")
 COMMAND_TIMEOUT = 60.0
@@ -86,6 +86,33 @@ def test_generated_app_runs_and_answers_send_and_chat(tmp_path: Path) -> None:
     assert "sandbox reply" in process.output
     assert "overcommit" not in process.output  # the dev profile logs at debug level: not even there
     assert not (folder / "twistd.pid").exists()
+
+
+def test_send_wait_reads_the_replies_from_a_daemon_on_a_redis_it_was_not_told_of(
+        tmp_path: Path, deployment: Deployment, redis_server: RedisServer) -> None:
+    """A daemon started with an explicit --redis (another database than its settings'): send --wait, run in another
+    folder with neither --redis nor REDIS_URL, prints the reply the handler sent through (fake) Twilio as soon as
+    the daemon has handled the message, well before the wait limit; on a topic that validates signatures it signs
+    its reads of the replies as it signs the webhook."""
+    redis = f"redis://127.0.0.1:{redis_server.port}/3"
+    env = deployment.env(TEST_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")  # the settings' Redis: nobody there
+    process, base = deployment.twistd("--app", "app", "--redis", redis, env=env)
+    process.wait_healthy(base)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    started = time.monotonic()
+    sent = pyrowire(elsewhere, "send", f"{base}/queue/open", "--from", NUMBER, "--body", "hi", "--wait", "30")
+    elapsed = time.monotonic() - started
+    assert (sent.returncode, sent.stderr) == (0, "")
+    assert sent.stdout == f"{HEADER}<Response><Message>Great, we'll get right back to you.</Message></Response>\n< hi\n"
+    assert elapsed < 10
+    token = "test-auth-token-0123456789"  # the echo topic's, in tests/process/apps/settings.py
+    signed = pyrowire(elsewhere, "send", f"{base}/queue/echo", "--from", NUMBER, "--body", "yo", "--wait", "30",
+                      "--auth-token", token)
+    assert (signed.returncode, signed.stderr) == (0, "")
+    assert signed.stdout.endswith("</Response>\n< echo: yo\n")
+    assert sorted(m["body"] for m in deployment.twilio.messages()) == ["echo: yo", "hi"]
+    assert process.terminate() == 0
 
 
 def test_send_to_a_closed_port_is_one_line(tmp_path: Path) -> None:

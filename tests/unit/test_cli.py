@@ -1,4 +1,5 @@
-"""``pyrowire send``, ``chat`` and ``init`` in memory: StubTreq over the real webhook, a MemoryStore, a Clock."""
+"""``pyrowire send``, ``chat`` and ``init`` in memory: StubTreq over the real webhook (and its replies), a
+MemoryStore, a Clock."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ SETTINGS = {
 
 
 class Bench:
-    """The real webhook behind a StubTreq, a MemoryStore standing in for Redis, and a Clock."""
+    """The real webhook (and its replies) behind a StubTreq, a MemoryStore standing in for Redis, and a Clock;
+    the worker's part is played by :meth:`reply` and :meth:`record`."""
 
     def __init__(self) -> None:
         self.clock = Clock()
@@ -61,10 +63,12 @@ class Bench:
         self.stub: Any = StubTreq(Webhook(self.app, self.store, self.clock, None).resource())
         self.out = io.StringIO()
         self.err = io.StringIO()
+        self.sends: dict[str, int] = {}  # inbound sid -> replies sent so far
+        self.handled: list[dict[str, Any]] = []  # the messages recorded, in order
 
     def start(self, *argv: str, environ: dict[str, str] | None = None, http: Any = None,
               lines: Sequence[str] | None = None) -> Deferred[int]:
-        effects = cli.Effects(http=http or self.stub, outbox=self.store,
+        effects = cli.Effects(http=http or self.stub, store_factory=cast(Any, no_redis), probe=None,
                               next_line=phone.lines_from(lines) if lines is not None else None)
         d = Deferred.fromCoroutine(cli.run(self.clock, argv, environ or {}, self.out, self.err, effects))
         self.flush()
@@ -85,17 +89,27 @@ class Bench:
         return [json.loads(i)["message"] for i in [*reversed(ready), *reversed(waiting)]]
 
     def reply(self, topic: str, to_sid: str, body: str, media: Sequence[str] = ()) -> None:
-        """Push a sandbox reply as the worker's Sender does."""
-        record = {"sid": phone.message_sid().replace("SM", "SB"), "to": NUMBER, "from": "+15005550006",
-                  "body": body, "media_urls": list(media), "in_reply_to": to_sid, "at": self.clock.seconds()}
-        self._push(self.store.keys(topic).outbox, record)
+        """Record a reply to ``to_sid`` as the worker does while its handler runs."""
+        index = self.sends.get(to_sid, 0)
+        self.sends[to_sid] = index + 1
+        out = phone.message_sid().replace("SM", "SB")
+        details = json.dumps({"sid": out, "to": NUMBER, "body": body, "media": list(media)})
+        result_of(Deferred.fromCoroutine(self.store.record_sent(topic, to_sid, index, out, details)))
 
     def record(self, topic: str, sid: str, kind: str = "complete", **extra: Any) -> None:
-        """Record an exchange as the worker does when its handler is done."""
-        self._push(getattr(self.store.keys(topic), kind), {"message": {"sid": sid}, **extra})
+        """Take the topic's next message (``sid``) and record it as the worker does when its handler is done:
+        ``complete``, or ``errors`` (a dead letter)."""
+        taken = result_of(Deferred.fromCoroutine(self.store.take(self.store.popper(), topic, "w")))
+        message = json.loads(taken.payload)["message"]
+        assert message["sid"] == sid
+        self.handled.append(message)
+        record = json.dumps({"message": message, **extra})
+        result_of(Deferred.fromCoroutine(self.store.finish(topic, "w", taken.payload, sid, record, kind, 100,
+                                                           kind == "errors", message["number"])))
 
-    def _push(self, key: str, value: dict[str, Any]) -> None:
-        result_of(Deferred.fromCoroutine(self.store.push_capped(key, json.dumps(value), 100)))
+
+def no_redis(address: Any, prefix: str) -> Any:
+    raise AssertionError("send and chat read replies from the daemon, not from Redis")
 
 
 class Silent(Resource):
@@ -124,7 +138,8 @@ class Plain(Resource):
 
 
 class Recorder(Resource):
-    """A webhook that keeps each request's form and signature and answers fixed TwiML."""
+    """A webhook that keeps each POST's form and signature and answers fixed TwiML; its replies (a GET) are
+    never handled and keep each URL asked and its signature."""
 
     isLeaf = True
 
@@ -132,22 +147,27 @@ class Recorder(Resource):
         super().__init__()
         self.answer = answer
         self.requests: list[tuple[dict[str, str], str | None]] = []
+        self.polls: list[tuple[str, str | None]] = []
 
     def render(self, request: Any) -> bytes:
-        form = dict(parse_qsl(request.content.read().decode("utf-8"), keep_blank_values=True))
         sig = request.getHeader(b"x-twilio-signature")
+        if request.method == b"GET":
+            self.polls.append((request.uri.decode(), sig.decode() if sig else None))
+            request.setHeader(b"Content-Type", b"application/json")
+            return b'{"handled": false, "replies": []}'
+        form = dict(parse_qsl(request.content.read().decode("utf-8"), keep_blank_values=True))
         self.requests.append((form, sig.decode() if sig else None))
         request.setHeader(b"Content-Type", b"text/xml")
         return self.answer
 
 
 class FailingHTTP:
-    """An HTTP client whose every POST fails with one exception."""
+    """An HTTP client whose every request fails with one exception."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def post(self, url: str, **kwargs: Any) -> Deferred[Any]:
+    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
         return fail(self.error)
 
 
@@ -276,9 +296,19 @@ def test_topic_is_read_from_the_url() -> None:
 
 
 def test_reply_lines() -> None:
-    """A sandbox reply is one '< text' line, with its media listed."""
+    """A reply is one '< text' line, with its media listed."""
     assert phone.describe_reply({"body": "hi"}) == "< hi"
-    assert phone.describe_reply({"body": None, "media_urls": ["http://m/a.jpg"]}) == "< [media: http://m/a.jpg]"
+    assert phone.describe_reply({"body": None, "media": ["http://m/a.jpg"]}) == "< [media: http://m/a.jpg]"
+
+
+@pytest.mark.parametrize(("url", "replies"), [
+    ("http://h:1/queue/echo", "http://h:1/queue/echo/replies?MessageSid=SM1"),
+    ("https://h/sms/queue/caf%C3%A9/", "https://h/sms/queue/caf%C3%A9/replies?MessageSid=SM1"),
+    ("http://h/queue/echo?x=1", "http://h/queue/echo/replies?x=1&MessageSid=SM1"),
+])
+def test_replies_are_read_below_the_webhook_url(url: str, replies: str) -> None:
+    """The replies to a message are asked of <webhook URL>/replies?MessageSid=…, keeping the URL's own query."""
+    assert phone.replies_url(url, "SM1") == replies
 
 
 # --- send against the real webhook ---------------------------------------------
@@ -430,46 +460,81 @@ def test_wait_reports_a_failed_handler() -> None:
         "pyrowire: error: the handler failed on the message: ZeroDivisionError: division by zero\n")
 
 
-def test_wait_on_a_handled_message_without_sandbox_reply() -> None:
-    """A message handled without a sandbox reply (a real Twilio topic) says so and exits 0."""
+def test_wait_on_a_handled_message_without_reply() -> None:
+    """A message handled without sending anything says so and exits 0."""
     bench = Bench()
     d = bench.start("send", OPEN, "--from", NUMBER, "--body", "hi", "--wait")
     bench.record("echo", bench.queued()[0]["sid"])
     bench.clock.advance(phone.POLL_SECONDS)
     assert result_of(d) == 0
-    assert bench.out.getvalue() == ACCEPT_TWIML + "\n(handled; no sandbox reply)\n"
+    assert bench.out.getvalue() == ACCEPT_TWIML + "\n(handled; no reply)\n"
 
 
-def test_wait_needs_a_reachable_redis(tmp_path: Any) -> None:
-    """With --wait and no Redis to read replies from, send stops within a second with one line saying how to
-    name it, before posting."""
-    clock = Clock()
-    out, err = io.StringIO(), io.StringIO()
+def test_wait_polls_the_signed_replies_and_needs_no_redis() -> None:
+    """send --wait on a signed topic reads the replies from the daemon with GETs signed over their full URL (the
+    webhook's checks accept them), never from Redis: no --redis, and a daemon's store the command never sees."""
+    bench = Bench()
+    d = bench.start("send", SIGNED, "--from", NUMBER, "--body", "hi", "--wait", "--auth-token", TOKEN)
+    sid = bench.queued("signed")[0]["sid"]
+    bench.reply("signed", sid, "signed reply")
+    bench.clock.advance(phone.POLL_SECONDS)
+    bench.flush()
+    bench.record("signed", sid)
+    bench.clock.advance(phone.POLL_SECONDS)
+    bench.flush()
+    assert result_of(d) == 0
+    assert bench.out.getvalue() == twiml.response("signed ok").decode() + "\n< signed reply\n"
     recorder = Recorder()
-    made: list[tuple[Any, str]] = []
-
-    def unreachable(address: Any, prefix: str) -> MemoryStore:
-        made.append((address, prefix))
-        store = MemoryStore(clock, prefix)
-        store.down = True
-        return store
-
-    argv = ["send", OPEN, "--from", NUMBER, "--body", "hi", "--wait", "--redis", "unix:///nowhere/redis.sock",
-            "--prefix", "p1"]
-    effects = cli.Effects(http=StubTreq(recorder), store_factory=cast(Any, unreachable), probe=None,
-                          cwd=str(tmp_path))
-    d = Deferred.fromCoroutine(cli.run(clock, argv, {}, out, err, effects))
-    clock.pump([0.05] * int(cli.CONNECT_SECONDS / 0.05 + 2))
-    assert cli.CONNECT_SECONDS <= 1
+    stub: Any = StubTreq(recorder)
+    d = bench.start("send", OPEN, "--from", NUMBER, "--body", "hi", "--wait", "0", "--auth-token", TOKEN, http=stub)
+    stub.flush()
     assert result_of(d) == 1
-    assert err.getvalue() == ("pyrowire: error: --redis: cannot reach Redis at unix:///nowhere/redis.sock within 1 s; "
-                              "name the daemon's Redis with --redis URL or REDIS_URL\n")
-    assert recorder.requests == []
-    assert [(a.path, p) for a, p in made] == [("/nowhere/redis.sock", "p1")]
+    [(uri, signature)] = recorder.polls
+    assert uri == f"/queue/echo/replies?MessageSid={recorder.requests[0][0]['MessageSid']}"
+    assert RequestValidator(TOKEN).validate(f"http://example.com{uri}", {}, signature)
+    with pytest.raises(SystemExit):  # the Redis options are gone from send and chat
+        cli._parser().parse_args(["send", OPEN, "--from", NUMBER, "--body", "hi", "--wait", "--redis", "x"])
 
 
-def test_without_an_app_wait_defaults_to_the_embedded_redis_of_the_folder(tmp_path: Any) -> None:
-    """With no app in the folder, replies are read from ./.pyrowire/redis/redis.sock; $REDIS_URL and --redis beat it."""
+def test_wait_goes_on_while_the_daemon_cannot_read_redis() -> None:
+    """While the replies answer 503 (the daemon's Redis is away) the wait goes on, and ends when they come."""
+    bench = Bench()
+    d = bench.start("send", OPEN, "--from", NUMBER, "--body", "hi", "--wait")
+    sid = bench.queued()[0]["sid"]
+    bench.store.down = True
+    bench.clock.pump([phone.POLL_SECONDS] * 3)
+    bench.flush()
+    assert not d.called
+    bench.store.down = False
+    bench.reply("echo", sid, "back")
+    bench.record("echo", sid)
+    bench.clock.advance(phone.POLL_SECONDS)
+    bench.flush()
+    assert result_of(d) == 0
+    assert bench.out.getvalue() == ACCEPT_TWIML + "\n< back\n"
+
+
+def test_a_daemon_without_the_replies_endpoint_is_one_line() -> None:
+    """A webhook that answers its replies with 404 (an older daemon) ends the wait with one line, exit 1."""
+    bench = Bench()
+    stub: Any = StubTreq(Plain(404, b"There is no such page."))
+    webhook: Any = StubTreq(Recorder())
+
+    class Split:
+        def request(self, method: str, url: str, **kwargs: Any) -> Any:
+            return (webhook if method == "POST" else stub).request(method, url, **kwargs)
+
+    d = bench.start("send", OPEN, "--from", NUMBER, "--body", "hi", "--wait", http=Split())
+    webhook.flush()
+    stub.flush()
+    assert result_of(d) == 1
+    [line] = bench.err.getvalue().splitlines()
+    assert line.startswith(f"pyrowire: error: {OPEN}/replies?MessageSid=SM")
+    assert line.endswith("answered 404 Not Found: There is no such page.")
+
+
+def test_without_an_app_dead_defaults_to_the_embedded_redis_of_the_folder(tmp_path: Any) -> None:
+    """With no app in the folder, dead uses ./.pyrowire/redis/redis.sock; $REDIS_URL and --redis beat it."""
     locate = deployment.locate
     folder = str(tmp_path)
     assert locate(None, None, None, None, {}, folder).address.path == f"{folder}/.pyrowire/redis/redis.sock"
@@ -513,12 +578,12 @@ def test_chat_sends_each_line_and_prints_answers_and_replies() -> None:
     bench.record("echo", first)
     bench.clock.advance(phone.POLL_SECONDS)
     bench.flush()
-    second = bench.queued()[1]["sid"]
+    second = bench.queued()[0]["sid"]
     bench.reply("echo", second, "niaga")
     bench.record("echo", second)
     bench.clock.advance(phone.POLL_SECONDS)
     assert result_of(d) == 0
-    assert [m["message"] for m in bench.queued()] == ["hello", "again"]
+    assert [m["message"] for m in bench.handled] == ["hello", "again"]
     assert bench.out.getvalue() == f"> {ACCEPT}\n< olleh\n> > {ACCEPT}\n< niaga\n> \n"
     assert bench.err.getvalue() == ""
 
@@ -537,7 +602,7 @@ def test_chat_echoes_piped_lines() -> None:
     bench = Bench()
     recorder = Recorder(twiml.response(None))
     stub: Any = StubTreq(recorder)
-    talker = phone.Phone(OPEN, NUMBER, http=stub, clock=bench.clock, outbox=cast(Any, bench.store))
+    talker = phone.Phone(OPEN, NUMBER, http=stub, clock=bench.clock)
     d = Deferred.fromCoroutine(phone.chat(talker, phone.lines_from(["hi"]), bench.out, bench.err, wait=0, echo=True))
     stub.flush()
     assert result_of(d) == 0
