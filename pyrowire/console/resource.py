@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs
 
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
@@ -76,6 +77,15 @@ def _page(f: Handler) -> Handler:
         return body
 
     return route
+
+
+def _form(request: Any, name: str) -> str:
+    """A field of a POSTed form. The site leaves form bodies unparsed (the webhook parses its own), so
+    the console reads the body itself."""
+    request.content.seek(0)
+    fields = parse_qs(request.content.read(64 * 1024).decode("utf-8", "replace"))
+    values = fields.get(name)
+    return values[0] if values else _arg(request, name)
 
 
 def _arg(request: Any, name: str) -> str:
@@ -161,7 +171,7 @@ class Console:
     @router.route("/topics/<string:name>/dead/<string:sid>/<string:action>", methods=["POST"])
     @_page
     async def dead_action(self, request: Any, name: str, sid: str, action: str) -> bytes:
-        check_token(request, _arg(request, "token"))
+        check_token(request, _form(request, "token"))
         await self._act(name, sid, action)
         request.setResponseCode(303)
         request.setHeader(b"Location", pages.topic_url(name).encode())
