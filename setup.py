@@ -18,8 +18,9 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     # "twisted.plugins" is a namespace shared with Twisted: no __init__.py of ours there
-    packages=["pyrowire", "pyrowire.cli", "pyrowire.testing", "twisted.plugins"],
-    package_data={"twisted": ["plugins/pyrowire_plugin.py"], "pyrowire": ["py.typed"]},
+    packages=["pyrowire", "pyrowire.cli", "pyrowire.console", "pyrowire.testing", "twisted.plugins"],
+    package_data={"twisted": ["plugins/pyrowire_plugin.py"], "pyrowire": ["py.typed"],
+                  "pyrowire.console": ["assets/*.js", "assets/*.css"]},
     include_package_data=True,
     install_requires=[
         "twisted>=24.7",
@@ -42,6 +43,8 @@ setup(
             "ruff>=0.6",
             "mypy>=1.11",
             "mypy-zope>=1.0",
+            # the console's browser tests drive Debian's chromium (never a downloaded browser)
+            "playwright>=1.45",
         ],
     },
     entry_points={"console_scripts": ["pyrowire = pyrowire.cli:main"]},

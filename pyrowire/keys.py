@@ -143,6 +143,16 @@ class TopicKeys:
         return f"{self.base}:optout"
 
     @property
+    def delivered(self) -> str:
+        """Hash of delivery status -> how many outbound messages reached it (the console's totals)."""
+        return f"{self.base}:delivered"
+
+    @property
+    def minutes(self) -> str:
+        """Hash of minute (Unix seconds // 60) -> messages finished in it, over the last hour (the console's chart)."""
+        return f"{self.base}:minutes"
+
+    @property
     def outbox(self) -> str:
         """List of sandbox outbound messages, newest first, capped at the topic's retention."""
         return f"{self.base}:outbox"

@@ -98,6 +98,8 @@ class Metrics:
         )
         self._webhooks: dict[tuple[str, str], Counter] = {}
         self._handled: dict[tuple[str, str], Counter] = {}
+        # messages finished (complete or dead) per topic since take_finished() last took them
+        self._finished: dict[str, int] = {}
         self._sends: dict[tuple[str, str], Counter] = {}
         self._seconds: dict[str, Histogram] = {}
         self._segments: dict[str, Counter] = {}
@@ -132,6 +134,8 @@ class Metrics:
         if child is None:
             child = self._child(self._handled, self._handled_total, HANDLED_OUTCOMES, topic, outcome)
         child.inc()
+        if outcome != "retry":
+            self._finished[topic] = self._finished.get(topic, 0) + 1
         histogram = self._seconds.get(topic)
         if histogram is None:
             name = self._topic(topic)
@@ -139,6 +143,15 @@ class Metrics:
             if histogram is None:
                 histogram = self._seconds[name] = self._handler_seconds.labels(name)
         histogram.observe(seconds)
+
+    def take_finished(self) -> dict[str, int]:
+        """The messages finished per topic since the last call (the supervisor adds them to Redis's tally)."""
+        finished, self._finished = self._finished, {}
+        return finished
+
+    def handled_later(self, topic: str, count: int) -> None:
+        """Give back finished counts that could not be stored, to be taken again."""
+        self._finished[topic] = self._finished.get(topic, 0) + count
 
     def twilio_send(self, topic: str, outcome: str) -> None:
         """Count one outbound attempt for ``topic``: sent, sandbox, retry or failed."""

@@ -106,6 +106,8 @@ class ProcessConfig:
     # how long a worker counts as alive after a heartbeat; it beats, and looks for dead workers,
     # three times as often (PYROWIRE_HEARTBEAT_TTL, for tests and impatient deployments)
     heartbeat_ttl: int = HEARTBEAT_TTL
+    # the console's password: PYROWIRE_CONSOLE_PASSWORD, else the profile's console_password
+    console_password: str | None = field(default=None, repr=False)
 
 
 def _first(*values: Any) -> Any:
@@ -230,4 +232,5 @@ def resolve(
         grace=_number(_first(options.get("grace"), DEFAULT_GRACE), "--grace", float, 0),
         heartbeat_ttl=_number(_first(environ.get("PYROWIRE_HEARTBEAT_TTL"), HEARTBEAT_TTL),
                               "PYROWIRE_HEARTBEAT_TTL", int, 1),
+        console_password=environ.get("PYROWIRE_CONSOLE_PASSWORD") or profile.console_password,
     )

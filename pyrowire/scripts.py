@@ -211,7 +211,8 @@ end
 return {n, redis.call('LLEN', KEYS[1])}
 """)
 
-# KEYS: delivery, events, queue, optout. ARGV: status, rank, error code, event (JSON), ttl, the
+# KEYS: delivery, events, queue, optout, delivered (status -> messages that reached it).
+# ARGV: status, rank, error code, event (JSON), ttl, the
 # on_status message's text before and after its "previous" value ('' when nobody listens), a number
 # to opt out ('' for none). Keeps every new event; the status moves only forward (rank, and a final
 # status (rank 3) changes only from delivered to read). Returns {changed (0/1), previous status}.
@@ -232,6 +233,7 @@ end
 if not changed then return {0, current} end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], 'error_code', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 if ARGV[6] ~= '' then
   local previous = 'null'
   if current then previous = cjson.encode(current) end
@@ -328,5 +330,35 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return 1
 """)
 
+# KEYS: dead, queue, runs, active. ARGV: the dead letter, the conversations' key prefix, '1' when ordered.
+# Moves one given dead letter back (the console's Re-queue) as REQUEUE moves each: added to the queue,
+# or behind its conversation's active message, before it leaves the dead letters. Returns 1, or 0 when
+# it was not (or no longer) a dead letter.
+REQUEUE_ONE = Script("requeue_one", _READ + """
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
+local sid, number = read(ARGV[1])
+if sid then redis.call('HDEL', KEYS[3], sid) end
+if ARGV[3] == '1' and number and redis.call('SADD', KEYS[4], number) == 0 then
+  redis.call('LPUSH', ARGV[2] .. number, ARGV[1])
+else
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+end
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+return 1
+""")
+
+# KEYS: the topic's handled-per-minute hash. ARGV: the minute (seconds // 60), how many finished in it,
+# the minutes kept. Adds a worker's count and drops the minutes that fell out of the window; the hash
+# never holds more than about an hour of fields, and goes when nobody writes it for two hours.
+TALLY = Script("tally", """
+local minute, keep = tonumber(ARGV[1]), tonumber(ARGV[3])
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if tonumber(field) == nil or tonumber(field) <= minute - keep then redis.call('HDEL', KEYS[1], field) end
+end
+redis.call('EXPIRE', KEYS[1], 7200)
+return 1
+""")
+
 ALL = (ACCEPT, TAKE, BEGIN, FINISH, RETRY, DUE, REQUEUE, STATUS, PACE, SENT, REPLIES, RECLAIM, SWEEP, HEARTBEAT,
-       PUSH_CAPPED)
+       PUSH_CAPPED, REQUEUE_ONE, TALLY)

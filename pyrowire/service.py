@@ -180,7 +180,11 @@ class PyrowireService(MultiService):
 
         serves = self.app if self.config.role != "worker" else None
         workers = self.worker_health if self.config.role != "web" else None
-        return WebSite(root(serves, self.store, self.reactor, self.metrics, self.config.profile.public_url, workers),
+        from pyrowire.console import Access
+
+        console = Access(self.config.console_password, self.config.profile.debug)
+        return WebSite(root(serves, self.store, self.reactor, self.metrics, self.config.profile.public_url, workers,
+                            console),
                        access_log=self.config.profile.debug, reactor=self.reactor, metrics=self.metrics)
 
     def worker_health(self) -> dict[str, dict[str, int]]:
@@ -250,9 +254,11 @@ def build_resource(app: App, options: Mapping[str, Any], environ: Mapping[str, s
     metrics = Metrics(config.settings.topics)
     if app.runtime is None:
         app.runtime = Runtime(store, Sender(TwilioClient(reactor), store, reactor, metrics), reactor, metrics=metrics)
+    from pyrowire.console import Access
     from pyrowire.web import root
 
-    return root(app, store, reactor, metrics, config.profile.public_url)
+    return root(app, store, reactor, metrics, config.profile.public_url,
+                console=Access(config.console_password, config.profile.debug))
 
 
 def exit_on_fatal(reactor: Any) -> Fatal:

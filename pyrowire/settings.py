@@ -108,6 +108,8 @@ class Profile:
     public_url: str | None = None
     key_prefix: str = "pyrowire"
     log_format: str | None = None
+    # the console's HTTP Basic password (PYROWIRE_CONSOLE_PASSWORD overrides it); never in a repr
+    console_password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,6 @@ def _profile(name: str, raw: Any) -> Profile:
     if not isinstance(raw, Mapping):
         raise ConfigurationError(path, "must be a dict")
     check_keys(raw, path, PROFILE_KEYS)
-    _get(raw, "console_password", path, str, None)
     port = _get(raw, "port", path, int, 62023)
     if not 0 <= port <= 65535:
         raise ConfigurationError(f"{path}.port", f"must be a port number, not {port}")
@@ -272,6 +273,7 @@ def _profile(name: str, raw: Any) -> Profile:
         public_url=public_url,
         key_prefix=_get(raw, "key_prefix", path, str, "pyrowire"),
         log_format=log_format,
+        console_password=_get(raw, "console_password", path, str, None) or None,
     )
 
 

@@ -36,6 +36,8 @@ from pyrowire.scripts import Script
 REQUEUE_BATCH = 100
 # how many of a topic's newest error records are searched for why a message ended as a dead letter
 ERRORS_SEARCHED = 200
+# the minutes of handled counts kept for the console's chart
+TALLY_MINUTES = 60
 
 
 class ScriptMissing(Exception):
@@ -247,7 +249,7 @@ class Store(ABC):
         k = self.keys(topic)
         before, after = hook or ("", "")
         changed, previous = await self._script(
-            scripts.STATUS, (k.delivery(sid), k.events(sid), k.queue, k.optout),
+            scripts.STATUS, (k.delivery(sid), k.events(sid), k.queue, k.optout, k.delivered),
             (status, rank, error_code, event, DELIVERY_SECONDS, before, after, opt_out))
         return bool(int(changed)), None if previous is None else str(previous)
 
@@ -377,3 +379,53 @@ class Store(ABC):
     async def ttl(self, key: str) -> int:
         """Seconds until ``key`` expires: -1 when it never does, -2 when it does not exist."""
         return int(await self._execute("TTL", key))
+
+    # --- what the console reads and does: bounded ranges and counters, never KEYS or a whole list ----
+
+    async def requeue_letter(self, topic: str, payload: str, ordered: bool = True) -> bool:
+        """Move this one dead letter back to the queue (behind its conversation, if ordered); False if it
+        was not a dead letter (any more)."""
+        k = self.keys(topic)
+        moved = await self._script(scripts.REQUEUE_ONE, (k.dead, k.queue, k.runs, k.active),
+                                   (payload, k.conversation(""), "1" if ordered else ""))
+        return bool(int(moved))
+
+    async def discard_letter(self, topic: str, payload: str) -> bool:
+        """Drop this one dead letter; False if it was not a dead letter (any more)."""
+        return bool(int(await self._execute("LREM", self.keys(topic).dead, 1, payload)))
+
+    async def tally(self, topic: str, minute: int, count: int) -> None:
+        """Add ``count`` messages finished in ``minute`` (Unix seconds // 60) to the topic's last hour."""
+        await self._script(scripts.TALLY, (self.keys(topic).minutes,), (minute, count, TALLY_MINUTES))
+
+    async def handled_minutes(self, topic: str) -> dict[int, int]:
+        """Messages finished per minute (Unix seconds // 60) over about the last hour."""
+        found = _pairs(await self._execute("HGETALL", self.keys(topic).minutes))
+        return {int(k): int(v) for k, v in found.items() if k.isdigit()}
+
+    async def delivered(self, topic: str) -> dict[str, int]:
+        """How many outbound messages of ``topic`` reached each delivery status (within the records' life)."""
+        return {k: int(v) for k, v in _pairs(await self._execute("HGETALL", self.keys(topic).delivered)).items()}
+
+    async def scheduled(self, topic: str) -> int:
+        """How many messages of ``topic`` wait to be tried again."""
+        return int(await self._execute("ZCARD", self.keys(topic).schedule))
+
+    async def delivery_status(self, topic: str, sid: str) -> str | None:
+        """An outbound message's current delivery status, or None when none was recorded."""
+        value = await self._execute("HGET", self.keys(topic).delivery(sid), "status")
+        return None if value is None else str(value)
+
+    async def opted_out_sample(self, topic: str, limit: int = 100) -> tuple[int, list[str]]:
+        """How many numbers opted out of ``topic``, and up to about ``limit`` of them (one SSCAN step)."""
+        k = self.keys(topic)
+        total = int(await self._execute("SCARD", k.optout))
+        numbers: list[str] = []
+        cursor = "0"
+        while len(numbers) < limit:
+            cursor, batch = await self._execute("SSCAN", k.optout, cursor, "COUNT", limit)
+            numbers.extend(str(n) for n in batch)
+            cursor = str(cursor)
+            if cursor == "0":
+                break
+        return total, sorted(numbers[:limit])

@@ -23,14 +23,17 @@ def _imports(module: str) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("module", ["webhook", "worker", "store", "outbound", "recovery", "ops", "web"])
+@pytest.mark.parametrize("module", ["webhook", "worker", "store", "outbound", "recovery", "ops", "web",
+                                    "console/access", "console/data", "console/pages", "console/resource",
+                                    "console/phone"])
 def test_the_daemons_parts_do_not_reach_back_to_the_app_or_the_service(module: str) -> None:
     """Dependencies run one way: service -> app, webhook, worker, store; never back."""
     imported = _imports(module)
     assert not {"pyrowire.app", "pyrowire.service", "pyrowire.tap"} & imported
 
 
-@pytest.mark.parametrize("module", ["store", "scripts", "keys", "envelope", "webhook", "worker", "outbound"])
+@pytest.mark.parametrize("module", ["store", "scripts", "keys", "envelope", "webhook", "worker", "outbound",
+                                    "console/data", "console/resource"])
 def test_only_the_redis_store_imports_a_redis_client(module: str) -> None:
     """txredisapi (and fakeredis) stay behind the Store: its protocol and its users import neither."""
     tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
