@@ -77,9 +77,12 @@ class Supervisor(Service):
         store = self.runtime.store
         try:
             await store.heartbeat(self.topics, self.runtime.worker_id, self.heartbeat_ttl)
-            await self.tally()
             await self.recover()
             await self.sweep()
+            try:
+                await self.tally()
+            except (RedisUnavailable, RedisReplyError):
+                pass  # the counts wait for the next beat; a refusal is said by the loops and the heartbeat
         except RedisUnavailable as e:
             if store.connected:  # Redis away altogether is said once for the process, by pyrowire.redis_watch
                 self.log.warn("heartbeat failed: {error}", error=str(e))

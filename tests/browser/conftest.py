@@ -62,7 +62,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, redis_server_session: Redi
     deployment.expect_errors("fragile is broken", "handler for fragile failed")
     try:
         env = deployment.env(PYROWIRE_HEARTBEAT_TTL="3")
-        process, base = deployment.twistd("--app", "app", "--role", "all", env=env)
+        process, base = deployment.twistd("--app", "console_app", "--role", "all", env=env)
         process.wait_healthy(base)
         yield Console(deployment, base)
     finally:

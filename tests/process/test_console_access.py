@@ -14,7 +14,7 @@ def _basic(user: str, password: str) -> dict[str, str]:
 
 
 def test_with_a_password_it_asks_for_basic_credentials(deployment: Deployment) -> None:
-    process, base = deployment.twistd("--app", "app", "--role", "web",
+    process, base = deployment.twistd("--app", "console_app", "--role", "web",
                                       env=deployment.env(ENV="quiet", PYROWIRE_CONSOLE_PASSWORD=PASSWORD))
     process.wait_healthy(base)
     status, headers, body = request("GET", base + "/console/")
@@ -29,14 +29,14 @@ def test_with_a_password_it_asks_for_basic_credentials(deployment: Deployment) -
 
 
 def test_without_a_password_a_profile_that_is_not_debug_has_no_console(deployment: Deployment) -> None:
-    process, base = deployment.twistd("--app", "app", "--role", "web", env=deployment.env(ENV="quiet"))
+    process, base = deployment.twistd("--app", "console_app", "--role", "web", env=deployment.env(ENV="quiet"))
     process.wait_healthy(base)
     assert request("GET", base + "/console/")[0] == 404
     assert request("GET", base + "/console/api/overview")[0] == 404
 
 
 def test_without_a_password_a_debug_profile_serves_loopback_clients_without_a_proxy(deployment: Deployment) -> None:
-    process, base = deployment.twistd("--app", "app", "--role", "web")
+    process, base = deployment.twistd("--app", "console_app", "--role", "web")
     process.wait_healthy(base)
     assert request("GET", base + "/console/")[0] == 200
     assert request("GET", base + "/console/", headers={"X-Forwarded-For": "127.0.0.1"})[0] == 404

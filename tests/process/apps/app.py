@@ -49,16 +49,6 @@ async def flaky(message):
     return message
 
 
-@app.handler(topic="fragile")
-async def fragile(message):
-    """Fails (one attempt, so it goes to the dead letters) until the test creates the marker ``fixed-<sid>``."""
-    if not os.path.exists(os.path.join(os.environ["MARKER_DIR"], "fixed-" + message["sid"])):
-        raise RuntimeError("fragile is broken for " + message["sid"])
-    message["reply"] = "fixed " + message["message"]
-    await app.sms(message)
-    return message
-
-
 @app.handler(topic="linger")
 async def linger(message):
     """Takes LINGER_SECONDS (default 3) before replying, announcing its start in a marker file."""

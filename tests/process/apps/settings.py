@@ -35,19 +35,12 @@ TOPICS = {
     "open": topic(validate_signature=False, validators={"length": "Too long."}),
     "flaky": topic(validators={}, max_attempts=3),
     "linger": topic(validators={}),
-    "fragile": topic(validators={}),
 }
 
 PROFILES = {
     "test": {
         "debug": True,
         "log_level": logging.DEBUG,
-        "redis": {"url": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")},
-        "host": "127.0.0.1",
-        "port": 0,
-    },
-    # a profile that is not debug: without a console password, no console at all
-    "quiet": {
         "redis": {"url": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")},
         "host": "127.0.0.1",
         "port": 0,
