@@ -8,13 +8,16 @@ connections), with no worker running, so they stay queued; then ``--role worker 
 handles them all (a reply each through the fake Twilio, a complete record each). Redis's
 ``used_memory`` is read before, after the webhooks and after the drain; ``MEMORY USAGE`` (exact,
 ``SAMPLES 0``) splits the first step between the queue, the active set and the seen keys. Sessions
-are written as the FINISH script writes them (``SET`` with a TTL), a small JSON of 30 bytes, for
-as many conversations. One JSON line: bytes per item (median of the runs) and the totals.
+are written as the FINISH script writes them (``SET`` with a TTL), a JSON of 33 bytes, for as many
+conversations; the delivery records of as many outbound messages through the real STATUS script
+(callbacks ``queued``, ``sent``, ``delivered`` each). One JSON line: bytes per item (median of the
+runs) and the totals.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +41,9 @@ from bench.common import (
     summarise,
     wait_for,
 )
+from pyrowire.keys import DELIVERY_SECONDS
+from pyrowire.scripts import STATUS
+from pyrowire.status import rank
 
 TOPIC = "echo0"
 CONNECTIONS = 4
@@ -50,6 +56,23 @@ def used(redis: Redis) -> int:
 
 def usage(redis: Redis, key: str) -> int:
     return int(redis.call("MEMORY", "USAGE", key, "SAMPLES", "0") or 0)
+
+
+def record_statuses(redis: Redis, count: int) -> None:
+    """``queued``, ``sent`` and ``delivered`` callbacks for ``count`` outbound SIDs, through the STATUS script
+    as pyrowire/status.py calls it (no on_status hook, nobody opted out)."""
+    base = f"pyrowire:{{{TOPIC}}}"
+    for start in range(0, count, 500):
+        commands = []
+        for i in range(start, min(count, start + 500)):
+            sid = f"SMout{i:029d}"
+            for status in ("queued", "sent", "delivered"):
+                event = json.dumps({"status": status, "error_code": None, "at": time.time(),
+                                    "to": sender_number(i, 0)})
+                commands.append(("EVAL", STATUS.source, 4, f"{base}:delivery:{sid}", f"{base}:events:{sid}",
+                                 f"{base}:statuses", f"{base}:optout", status, rank(status), "", event,
+                                 DELIVERY_SECONDS, "", "", ""))
+        redis.pipeline(commands)
 
 
 def post_all(base: str, count: int, run: int) -> None:
@@ -106,12 +129,15 @@ def main() -> None:
             redis.pipeline([("SET", f"pyrowire:{{{TOPIC}}}:session:{sender_number(i, 0)}", SESSION, "EX", "86400")
                             for i in range(n)])
             sessions = used(redis) - drained
+            before_statuses = used(redis)
+            record_statuses(redis, n)
+            statuses = used(redis) - before_statuses
             runs.append({
                 "queued_message_bytes": queue / n, "active_entry_bytes": active / n, "seen_key_bytes": seen / n,
                 "seen_key_usage_bytes": one_seen,
                 "webhook_total_bytes": (queued - empty) / n, "record_bytes": complete / n,
                 "records_10k_mb": complete / n * 10_000 / 2**20, "after_drain_bytes": (drained - empty) / n,
-                "session_bytes": sessions / n, "used_memory_empty_mb": empty / 2**20,
+                "session_bytes": sessions / n, "delivery_bytes": statuses / n, "used_memory_empty_mb": empty / 2**20,
                 "used_memory_queued_mb": queued / 2**20, "used_memory_drained_mb": drained / 2**20})
     keys = list(runs[0])
     emit({"scenario": "redis-memory", "messages": n, "topic": TOPIC, "runs": args.runs,
