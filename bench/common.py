@@ -288,8 +288,9 @@ class Bench:
         return target
 
     def pyrowire(self, redis: Redis, twilio_url: str, *options: str, port: int | None = None,
-                 name: str = "pyrowire", ordered: bool = True) -> tuple[Proc, str | None]:
-        """``twistd -n pyrowire --app app OPTIONS`` on the SUT core; returns it and its base URL (if it listens).
+                 name: str = "pyrowire", ordered: bool = True, core: int = SUT_CORE) -> tuple[Proc, str | None]:
+        """``twistd -n pyrowire --app app OPTIONS`` on ``core`` (the SUT core); returns it and its base URL (if it
+        listens).
 
         With ``ordered`` False every topic of the bench app is ``ordered: False``.
         """
@@ -304,7 +305,7 @@ class Bench:
             port = port or free_port()
             argv += ["--listen", f"tcp:port={port}:interface=127.0.0.1"]
             base = f"http://127.0.0.1:{port}"
-        proc = self.start(name, argv, SUT_CORE, cwd=cwd, env=env)
+        proc = self.start(name, argv, core, cwd=cwd, env=env)
         if base is not None:
             wait_for(lambda: http_status(f"{base}/health") == 200, 20, f"{name} to answer /health", 0.05, proc)
         return proc, base

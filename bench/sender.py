@@ -111,8 +111,15 @@ def main() -> None:
         for key, _ in sel.select(timeout):
             conn: Conn = key.data
             chunk = conn.sock.recv(65536)
+            if not chunk and conn.sent_at is None and conn in idle:
+                # twisted.web closes a keep-alive connection left idle for a minute: forget it
+                sel.unregister(conn.sock)
+                conn.sock.close()
+                idle.remove(conn)
+                conns.remove(conn)
+                continue
             if not chunk:
-                raise RuntimeError("the server closed a connection")
+                raise RuntimeError("the server closed a connection while a request was outstanding")
             conn.buf += chunk
             status = conn.response()
             if status is not None:
