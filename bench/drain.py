@@ -134,6 +134,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13, help="of the delays drawn from a range")
     parser.add_argument("--peer-python", help="the asyncio peer's interpreter (default: a virtualenv under /tmp)")
     parser.add_argument("--no-peer", action="store_true", help="leave the asyncio peer out")
+    parser.add_argument("--only-pyrowire", action="store_true",
+                        help="measure pyrowire alone (no ratios; for profiling it, e.g. with py-spy --pid)")
     parser.add_argument("--senders", type=int, default=0,
                         help="message i comes from sender i mod SENDERS (default 0: every message from its own)")
     parser.add_argument("--unordered", action="store_true", help="the topics are ordered: False")
@@ -141,7 +143,9 @@ def main() -> None:
     require_cores()
     delays = [scenario(token) for token in args.delays.split(",")]
     systems = ("ceiling_drain_loop", "pyrowire") if args.no_peer else ("ceiling_drain_loop", "peer_asyncio", "pyrowire")
-    peer = None if args.no_peer else peer_python(args.peer_python)
+    if args.only_pyrowire:
+        systems = ("pyrowire",)
+    peer = None if "peer_asyncio" not in systems else peer_python(args.peer_python)
     runs: dict[tuple[str, str], list[dict]] = {(s, d[0]): [] for d in delays for s in systems}
     with bench("drain", args.keep) as b:
         redis = b.redis()
@@ -195,6 +199,10 @@ def main() -> None:
     keys = ["msg_s", "seconds", "seconds_to_all_complete", "replies", "unique_replies", "peak_rss_mb",
             "left_behind", "cpu_sut", "cpu_redis", "cpu_fake_twilio", "cpu_ms_per_message"]
     for d, _topic, _options, mean in delays:
+        if args.only_pyrowire:
+            emit({"scenario": "drain", "delay_ms": d, "system": "pyrowire --role worker",
+                  **summarise(runs[("pyrowire", d)], keys)})
+            continue
         ceiling, py = runs[("ceiling_drain_loop", d)], runs[("pyrowire", d)]
         peers = runs.get(("peer_asyncio", d))
         for i, (c, p) in enumerate(zip(ceiling, py, strict=True)):
