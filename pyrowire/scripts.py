@@ -148,6 +148,25 @@ redis.call('LREM', KEYS[1], 1, ARGV[1])
 return 1
 """)
 
+# FINISH for several messages of one worker in one round trip: FINISH's own text, run once per
+# message as a Lua function whose parameters shadow KEYS and ARGV.
+# KEYS: each message's FINISH keys in turn. ARGV: keys per message, arguments per message, then
+# each message's FINISH arguments in turn. Returns one reply per message: FINISH's (1 held, 0 not),
+# or -1 when Redis refused one of its commands (an error reply such as OOM): that message is
+# finished again on its own; the others are done. Each message's record is pushed in the same
+# step that removes it from in-flight, as in FINISH.
+FINISH_MANY = Script("finish_many", "local function finish(KEYS, ARGV)\n" + FINISH.source + """
+end
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local replies = {}
+for i = 0, #KEYS / nk - 1 do
+  local ok, held = pcall(finish, {unpack(KEYS, i * nk + 1, (i + 1) * nk)},
+                         {unpack(ARGV, 3 + i * na, 2 + (i + 1) * na)})
+  if ok then replies[i + 1] = held else replies[i + 1] = -1 end
+end
+return replies
+""")
+
 # KEYS: inflight, errors, schedule. ARGV: payload, record, retention, due (seconds).
 # A failed run with attempts left: recorded, and parked until due; its conversation stays active.
 RETRY = Script("retry", """
@@ -292,4 +311,5 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return 1
 """)
 
-ALL = (ACCEPT, TAKE, BEGIN, FINISH, RETRY, DUE, REQUEUE, STATUS, PACE, SENT, RECLAIM, SWEEP, HEARTBEAT, PUSH_CAPPED)
+ALL = (ACCEPT, TAKE, BEGIN, FINISH, FINISH_MANY, RETRY, DUE, REQUEUE, STATUS, PACE, SENT, RECLAIM, SWEEP, HEARTBEAT,
+       PUSH_CAPPED)

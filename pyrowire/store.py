@@ -67,6 +67,20 @@ class SessionChange:
     ttl: int
 
 
+@dataclass(frozen=True)
+class Finishing:
+    """One message for :meth:`Store.finish_many`: the arguments :meth:`Store.finish` takes for it."""
+
+    payload: str
+    sid: str
+    record: str
+    kind: str
+    retention: int
+    dead: bool = False
+    conversation: str | None = None
+    session: SessionChange | None = None
+
+
 def _pairs(reply: Any) -> dict[str, str]:
     """A HGETALL reply as a dict (a flat list from the wire, or already a dict)."""
     if isinstance(reply, dict):
@@ -166,18 +180,40 @@ class Store(ABC):
         conversation's session; the conversation (if ordered) gets its next message. False when
         the payload was no longer in flight here (recorded, nothing else done).
         """
-        k = self.keys(topic)
-        number = conversation or ""
-        change, value, ttl = "", "", 0
-        if session is not None:
-            change, value, ttl = ("set", session.value, session.ttl) if session.value is not None else ("del", "", 0)
-        held = await self._script(
-            scripts.FINISH,
-            (k.inflight(worker), getattr(k, kind), k.sent(sid), k.dead, k.runs, k.active, k.conversation(number),
-             k.queue, k.session(number)),
-            (payload, record, retention, "1" if dead else "", sid, number, change, value, ttl),
-        )
+        keys, args = self._finish_keys_args(
+            topic, worker, Finishing(payload, sid, record, kind, retention, dead, conversation, session))
+        held = await self._script(scripts.FINISH, keys, args)
         return bool(int(held))
+
+    def _finish_keys_args(self, topic: str, worker: str, f: Finishing) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """FINISH's KEYS and ARGV for one message."""
+        k = self.keys(topic)
+        number = f.conversation or ""
+        change, value, ttl = "", "", 0
+        if f.session is not None and f.session.value is not None:
+            change, value, ttl = "set", f.session.value, f.session.ttl
+        elif f.session is not None:
+            change = "del"
+        return (
+            (k.inflight(worker), getattr(k, f.kind), k.sent(f.sid), k.dead, k.runs, k.active, k.conversation(number),
+             k.queue, k.session(number)),
+            (f.payload, f.record, f.retention, "1" if f.dead else "", f.sid, number, change, value, ttl),
+        )
+
+    async def finish_many(self, topic: str, worker: str, finishing: Sequence[Finishing]) -> list[bool | None]:
+        """:meth:`finish` for several messages in one round trip; for each, whether it was still in flight
+        here, or None when Redis refused one of its commands (finish that one again on its own)."""
+        keys: list[str] = []
+        args: list[Any] = []
+        for f in finishing:
+            k, a = self._finish_keys_args(topic, worker, f)
+            keys += k
+            args += a
+        if not finishing:
+            return []
+        per = len(keys) // len(finishing), len(args) // len(finishing)
+        replies = await self._script(scripts.FINISH_MANY, keys, (*per, *args))
+        return [None if int(r) < 0 else bool(int(r)) for r in replies]
 
     async def retry(self, topic: str, worker: str, payload: str, record: str, retention: int, due: float) -> None:
         """Record a failed run and park the message until ``due`` (seconds, the clock's); its runs stay counted."""

@@ -34,7 +34,7 @@ from pyrowire.errors import PyrowireError, RedisReplyError, RedisUnavailable
 from pyrowire.redis_watch import explains
 from pyrowire.retry import handler_delay, redis_delay
 from pyrowire.settings import Topic
-from pyrowire.store import Popper, SessionChange, Taken
+from pyrowire.store import Finishing, Popper, SessionChange, Taken
 
 if TYPE_CHECKING:
     from pyrowire.outbound import Exchange
@@ -47,6 +47,8 @@ POP_TIMEOUT = 5
 # is run again (SPEC section 6) even with max_attempts 1, but one that kills every worker taking it
 # is given up after max_attempts + CRASH_RERUNS runs
 CRASH_RERUNS = 2
+# at most this many completed messages finished in one round trip (FINISH_MANY)
+FINISH_BATCH = 32
 
 
 def _observe(d: Deferred[Any]) -> Deferred[None]:
@@ -131,6 +133,9 @@ class TopicWorker(Service):
         self._loops: list[Deferred[None]] = []
         self._handling: set[Deferred[None]] = set()
         self._poppers: list[Popper] = []
+        # completed messages waiting for the finish under way, each with what its loop awaits
+        self._finishing: list[tuple[Finishing, Deferred[bool | None]]] = []
+        self._flushing = False
 
     @property
     def clock(self) -> IReactorTime:
@@ -301,8 +306,7 @@ class TopicWorker(Service):
         if rt.metrics is not None:
             rt.metrics.handled(topic.name, "complete", finished - started)
         exchange.settle()
-        await self._persist(partial(rt.store.finish, topic.name, rt.worker_id, payload, sid, text, records,
-                                    topic.retention, False, conversation, session))
+        await self._complete(Finishing(payload, sid, text, records, topic.retention, False, conversation, session))
         if logs.enabled(logging.INFO):
             self.log.info("{topic} {sid} complete in {duration:.3f}s", topic=topic.name, sid=sid,
                           outcome="complete", duration=finished - started)
@@ -395,6 +399,40 @@ class TopicWorker(Service):
             rt.metrics.handled(topic.name, "dead", 0.0)
         await self._persist(partial(rt.store.finish, topic.name, rt.worker_id, payload, sid,
                                     _RECORD_ENCODER.encode(record), "errors", topic.retention, True, conversation))
+
+    async def _complete(self, f: Finishing) -> None:
+        """Finish a completed message: with the others completing meanwhile when a finish is under way
+        (group commit: one round trip for them all, and none waits when the way is clear)."""
+        d: Deferred[bool | None] = Deferred()
+        self._finishing.append((f, d))
+        if not self._flushing:
+            self._flushing = True
+            Deferred.fromCoroutine(self._flush())
+        if await d is None:  # Redis refused or was away: this one on its own, until it is done
+            rt = self.runtime
+            await self._persist(partial(rt.store.finish, self.topic.name, rt.worker_id, f.payload, f.sid, f.record,
+                                        f.kind, f.retention, f.dead, f.conversation, f.session))
+
+    async def _flush(self) -> None:
+        """Finish what waits, FINISH_BATCH a round trip, until nothing does."""
+        store, topic, worker = self.runtime.store, self.topic.name, self.runtime.worker_id
+        try:
+            while self._finishing:
+                batch, self._finishing = self._finishing[:FINISH_BATCH], self._finishing[FINISH_BATCH:]
+                replies: list[bool | None]
+                try:
+                    if len(batch) == 1:
+                        f = batch[0][0]
+                        replies = [await store.finish(topic, worker, f.payload, f.sid, f.record, f.kind, f.retention,
+                                                      f.dead, f.conversation, f.session)]
+                    else:
+                        replies = await store.finish_many(topic, worker, [f for f, _ in batch])
+                except Exception:
+                    replies = [None] * len(batch)  # each is finished again by its own loop, which says why
+                for (_, d), reply in zip(batch, replies, strict=True):
+                    d.callback(reply)
+        finally:
+            self._flushing = False
 
     async def _persist(self, operation: Callable[[], Awaitable[T]]) -> T | None:
         """Run a Redis operation until it succeeds, backing off while Redis is away or refusing writes

@@ -22,7 +22,7 @@ from pyrowire.errors import RedisReplyError, RedisUnavailable
 from pyrowire.keys import DEDUPE_SECONDS
 from pyrowire.redis_store import RedisStore
 from pyrowire.runconfig import parse_redis_url
-from pyrowire.store import SessionChange, Store
+from pyrowire.store import Finishing, SessionChange, Store
 from pyrowire.testing.memory import MemoryStore
 
 W = "host:1:abcd"
@@ -422,6 +422,61 @@ async def test_one_message_per_conversation_is_ready_at_a_time(store: Store) -> 
         assert _members(await store._execute("SMEMBERS", store.keys("echo").active)) == [A, B]
     finally:
         await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_finish_many_does_what_finish_does_for_each_message(store: Store) -> None:
+    """finish_many records each message, hands each conversation its next text, stores or drops sessions,
+    dead-letters when asked and forgets sends and runs; a message no longer in flight is recorded only."""
+    keys = store.keys("echo")
+    popper = store.popper()
+    try:
+        for sid, number in (("A1", A), ("A2", A), ("B1", B), ("C1", "+15550000003")):
+            await _accept(store, sid, number)
+        taken = [await store.take(popper, "echo", W) for _ in range(3)]
+        assert [envelope.decode(t.payload).message["sid"] for t in taken if t] == ["A1", "B1", "C1"]
+        a1, b1, c1 = (t.payload for t in taken if t)
+        await store.record_sent("echo", "A1", 0, "SMout")
+        await store._execute("SET", keys.session(B), '{"n":1}')
+        replies = await store.finish_many("echo", W, [
+            Finishing(a1, "A1", "ra", "complete", 10, conversation=A, session=SessionChange('{"n":2}', 60)),
+            Finishing(b1, "B1", "rb", "errors", 10, dead=True, conversation=B, session=SessionChange(None, 0)),
+            Finishing("gone", "X1", "rx", "complete", 10),
+            Finishing(c1, "C1", "rc", "complete", 10, conversation="+15550000003"),
+        ])
+        assert replies == [True, True, False, True]
+        assert await store.lrange(keys.complete) == ["rc", "rx", "ra"]
+        assert await store.lrange(keys.errors) == ["rb"]
+        assert await store.lrange(keys.dead) == [b1]
+        assert await store.llen(keys.inflight(W)) == 0
+        assert await store.sent("echo", "A1") == {}
+        assert _pairs_of(await store._execute("HGETALL", keys.runs)) == {}
+        assert await store.session("echo", A) == '{"n":2}' and await store.session("echo", B) is None
+        assert _members(await store._execute("SMEMBERS", keys.active)) == [A]  # A2 is ready now
+        assert await _take_sid(store, popper) == "A2"
+        assert await store.finish_many("echo", W, []) == []
+    finally:
+        await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_finish_many_says_which_message_redis_refused_and_does_the_others(store: Store) -> None:
+    """An error reply for one message's commands is None for it (still in flight); the others are finished."""
+    keys = store.keys("echo")
+    for sid in ("SM1", "SM2"):
+        await store.accept("echo", sid, "a", f"p-{sid}")
+        await _pop(store)
+    await store._execute("SET", keys.errors, "in the way")
+    replies = await store.finish_many("echo", W, [Finishing("p-SM1", "SM1", "r1", "errors", 10),
+                                                  Finishing("p-SM2", "SM2", "r2", "complete", 10)])
+    assert replies == [None, True]
+    assert await store.lrange(keys.inflight(W)) == ["p-SM1"]
+    assert await store.lrange(keys.complete) == ["r2"]
+
+
+def _pairs_of(reply: Any) -> dict[str, str]:
+    items = list(reply.items()) if isinstance(reply, dict) else list(zip(reply[::2], reply[1::2], strict=True))
+    return {str(k): str(v) for k, v in items}
 
 
 @pytest_twisted.ensureDeferred
