@@ -114,6 +114,29 @@ local begun = begin(item, KEYS[3], ARGV[1], KEYS[4])
 return {begun[1], begun[3], begun[2], item}
 """)
 
+# KEYS: queue, inflight, runs, optout. ARGV: session key prefix, at most how many.
+# TAKE for up to that many ready messages in one round trip, oldest first: each moved in flight and
+# begun before the reply, so a SIGKILL after it leaves them where recovery finds them. In an ordered
+# topic the queue holds one message per conversation, so a conversation never has two in a batch.
+# Returns nil when nothing is ready, else {runs, opted out, session length (-1: none), payload length}
+# per message, then one string: each message's session and payload, in turn. Lengths are in bytes. One
+# string, last: txredisapi's reader gives the reactor a turn after a bulk string with more behind it.
+TAKE_MANY = Script("take_many", _BEGIN + """
+local reply, texts = {}, {}
+for i = 1, tonumber(ARGV[2]) do
+  local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not item then break end
+  local begun = begin(item, KEYS[3], ARGV[1], KEYS[4])
+  local session, n = begun[2], #reply
+  reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4] = begun[1], begun[3], session and #session or -1, #item
+  if session then texts[#texts + 1] = session end
+  texts[#texts + 1] = item
+end
+if #texts == 0 then return false end
+reply[#reply + 1] = table.concat(texts)
+return reply
+""")
+
 # KEYS: runs, optout. ARGV: session key prefix, payload (moved in flight by BLMOVE).
 # {runs, session or nil, opted out}
 BEGIN = Script("begin", _BEGIN + """
@@ -311,5 +334,5 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return 1
 """)
 
-ALL = (ACCEPT, TAKE, BEGIN, FINISH, FINISH_MANY, RETRY, DUE, REQUEUE, STATUS, PACE, SENT, RECLAIM, SWEEP, HEARTBEAT,
-       PUSH_CAPPED)
+ALL = (ACCEPT, TAKE, TAKE_MANY, BEGIN, FINISH, FINISH_MANY, RETRY, DUE, REQUEUE, STATUS, PACE, SENT, RECLAIM, SWEEP,
+       HEARTBEAT, PUSH_CAPPED)

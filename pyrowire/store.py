@@ -164,6 +164,28 @@ class Store(ABC):
         runs, opted_out, session, payload = reply
         return Taken(str(payload), int(runs), None if session is None else str(session), bool(int(opted_out)))
 
+    async def take_many(self, popper: Popper, topic: str, worker: str, most: int) -> list[Taken]:
+        """:meth:`take` for up to ``most`` ready messages in one round trip, oldest first; [] if none is ready."""
+        k = self.keys(topic)
+        reply = await self._script(scripts.TAKE_MANY, (k.queue, k.inflight(worker), k.runs, k.optout),
+                                   (k.session(""), most), popper.execute)
+        if reply is None:
+            return []
+        *heads, texts = reply
+        data = texts.encode() if isinstance(texts, str) else bytes(texts)
+        taken: list[Taken] = []
+        at = 0
+        for i in range(0, len(heads), 4):
+            runs, opted_out, session_length, payload_length = (int(h) for h in heads[i:i + 4])
+            session = None
+            if session_length >= 0:
+                session = data[at:at + session_length].decode()
+                at += session_length
+            payload = data[at:at + payload_length].decode()
+            at += payload_length
+            taken.append(Taken(payload, runs, session, bool(opted_out)))
+        return taken
+
     async def begin(self, popper: Popper, topic: str, payload: str) -> Taken:
         """Begin a message a blocking pop moved in flight: count its run, read its session."""
         k = self.keys(topic)

@@ -49,6 +49,8 @@ POP_TIMEOUT = 5
 CRASH_RERUNS = 2
 # at most this many completed messages finished in one round trip (FINISH_MANY)
 FINISH_BATCH = 32
+# at most this many messages taken in one round trip (TAKE_MANY), for as many loops waiting for one
+TAKE_BATCH = 64
 
 
 def _observe(d: Deferred[Any]) -> Deferred[None]:
@@ -136,6 +138,10 @@ class TopicWorker(Service):
         # completed messages waiting for the finish under way, each with what its loop awaits
         self._finishing: list[tuple[Finishing, Deferred[bool | None]]] = []
         self._flushing = False
+        # loops waiting for a message from the take under way (or the next), with their connections
+        self._wanting: list[tuple[Popper, Deferred[Taken | None]]] = []
+        self._taking = False
+        self._gathering = False  # loops are being resumed together: let them all ask before taking
 
     @property
     def clock(self) -> IReactorTime:
@@ -199,9 +205,8 @@ class TopicWorker(Service):
         """The next message for this loop, begun (its run counted): taken at once, or after a parked pop."""
         store = self.runtime.store
         name = self.topic.name
-        taken = await store.take(popper, name, self.runtime.worker_id)
+        taken = await self._take(popper)
         if taken is not None:
-            self.held.add(taken.payload)
             return taken
         if not self.running:
             return None
@@ -220,6 +225,50 @@ class TopicWorker(Service):
         except BaseException:
             self.held.discard(payload)  # in flight, not begun: the sweep puts it back
             raise
+
+    def _take(self, popper: Popper) -> Deferred[Taken | None]:
+        """A ready message for this loop, taken with those of the loops asking meanwhile (one round trip for
+        them all, TAKE_MANY); None when nothing is ready. Taken messages are in this worker's in-flight list,
+        their runs counted, before any loop gets one."""
+        d: Deferred[Taken | None] = Deferred()
+        self._wanting.append((popper, d))
+        if not self._taking and not self._gathering:
+            self._start_taking()
+        return d
+
+    def _start_taking(self) -> None:
+        self._taking = True
+        Deferred.fromCoroutine(self._take_for_wanting(self._wanting[0][0]))
+
+    async def _take_for_wanting(self, popper: Popper) -> None:
+        """Take for the loops waiting, on the first one's connection, until none waits or nothing is ready.
+
+        Nothing ready: every loop waiting gets None (and parks a pop on its own connection); this stops
+        first, so it never sends on a connection that has a pop parked.
+        """
+        store, name, worker = self.runtime.store, self.topic.name, self.runtime.worker_id
+        try:
+            while self._wanting:
+                want, self._wanting = self._wanting[:TAKE_BATCH], self._wanting[TAKE_BATCH:]
+                try:
+                    batch = await store.take_many(popper, name, worker, len(want))
+                except Exception:
+                    failure = Failure()
+                    waiting, self._wanting = want + self._wanting, []
+                    for _, d in waiting:
+                        d.errback(failure)
+                    return
+                for taken in batch:
+                    self.held.add(taken.payload)
+                served, rest = want[:len(batch)], want[len(batch):]
+                if rest:
+                    rest, self._wanting = rest + self._wanting, []
+                for (_, d), taken in zip(served, batch, strict=True):
+                    d.callback(taken)
+                for _, d in rest:
+                    d.callback(None)
+        finally:
+            self._taking = False
 
     async def _sleep(self, seconds: float) -> None:
         """Wait on the clock; stopping the worker cuts the wait short."""
@@ -429,8 +478,15 @@ class TopicWorker(Service):
                         replies = await store.finish_many(topic, worker, [f for f, _ in batch])
                 except Exception:
                     replies = [None] * len(batch)  # each is finished again by its own loop, which says why
-                for (_, d), reply in zip(batch, replies, strict=True):
-                    d.callback(reply)
+                # the loops resumed here mostly ask for their next message at once: one take for them all
+                self._gathering = True
+                try:
+                    for (_, d), reply in zip(batch, replies, strict=True):
+                        d.callback(reply)
+                finally:
+                    self._gathering = False
+                if self._wanting and not self._taking:
+                    self._start_taking()
         finally:
             self._flushing = False
 

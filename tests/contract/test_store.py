@@ -474,6 +474,31 @@ async def test_finish_many_says_which_message_redis_refused_and_does_the_others(
     assert await store.lrange(keys.complete) == ["r2"]
 
 
+@pytest_twisted.ensureDeferred
+async def test_take_many_takes_and_begins_up_to_so_many_oldest_first(store: Store) -> None:
+    """take_many moves up to `most` ready messages in flight, oldest first, each with its runs counted, its
+    session (non-ASCII kept whole) and opt-out; one per conversation; [] when nothing is ready."""
+    keys = store.keys("echo")
+    popper = store.popper()
+    try:
+        for sid, number in (("A1", A), ("A2", A), ("B1", B), ("C1", "+15550000003")):
+            await _accept(store, sid, number)
+        await store._execute("SET", keys.session(B), '{"name":"Zoë ✓"}')
+        await store.opt_out("echo", "+15550000003")
+        await store._execute("HINCRBY", keys.runs, "C1", 2)
+        taken = await store.take_many(popper, "echo", W, 5)
+        assert [envelope.decode(t.payload).message["sid"] for t in taken] == ["A1", "B1", "C1"]  # A2 waits
+        assert [(t.runs, t.session, t.opted_out) for t in taken] == [
+            (1, None, False), (1, '{"name":"Zoë ✓"}', False), (3, None, True)]
+        assert await store.lrange(keys.inflight(W)) == [t.payload for t in reversed(taken)]
+        assert await store.take_many(popper, "echo", W, 5) == []
+        await store.accept("echo", "D1", "a", _payload("D1"))
+        await store.accept("echo", "D2", "a", _payload("D2"))
+        assert [t.payload for t in await store.take_many(popper, "echo", W, 1)] == [_payload("D1")]
+    finally:
+        await popper.close()
+
+
 def _pairs_of(reply: Any) -> dict[str, str]:
     items = list(reply.items()) if isinstance(reply, dict) else list(zip(reply[::2], reply[1::2], strict=True))
     return {str(k): str(v) for k, v in items}
