@@ -288,24 +288,26 @@ class Bench:
         return target
 
     def pyrowire(self, redis: Redis, twilio_url: str, *options: str, port: int | None = None,
-                 name: str = "pyrowire", ordered: bool = True, core: int = SUT_CORE) -> tuple[Proc, str | None]:
+                 name: str = "pyrowire", ordered: bool = True, core: int = SUT_CORE,
+                 env: Mapping[str, str] | None = None) -> tuple[Proc, str | None]:
         """``twistd -n pyrowire --app app OPTIONS`` on ``core`` (the SUT core); returns it and its base URL (if it
         listens).
 
-        With ``ordered`` False every topic of the bench app is ``ordered: False``.
+        With ``ordered`` False every topic of the bench app is ``ordered: False``; ``env`` adds variables
+        (``BENCH_JITTER``).
         """
         cwd = self.app_dir()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PYROWIRE_", "REDIS_URL", "RUN", "TOPIC", "PORT", "ENV", "BENCH_"))}
-        env.update(ENV="bench", BENCH_REDIS_URL=redis.url, TWILIO_API_BASE=twilio_url, PYTHONUNBUFFERED="1",
-                   BENCH_ORDERED="1" if ordered else "0")
+        environ = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("PYROWIRE_", "REDIS_URL", "RUN", "TOPIC", "PORT", "ENV", "BENCH_"))}
+        environ.update(ENV="bench", BENCH_REDIS_URL=redis.url, TWILIO_API_BASE=twilio_url, PYTHONUNBUFFERED="1",
+                       BENCH_ORDERED="1" if ordered else "0", **(env or {}))
         argv = [TWISTD, "-n", "--pidfile=", "pyrowire", "--app", "app", *options]
         base = None
         if "worker" not in options:
             port = port or free_port()
             argv += ["--listen", f"tcp:port={port}:interface=127.0.0.1"]
             base = f"http://127.0.0.1:{port}"
-        proc = self.start(name, argv, core, cwd=cwd, env=env)
+        proc = self.start(name, argv, core, cwd=cwd, env=environ)
         if base is not None:
             wait_for(lambda: http_status(f"{base}/health") == 200, 20, f"{name} to answer /health", 0.05, proc)
         return proc, base

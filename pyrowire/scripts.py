@@ -114,6 +114,29 @@ local begun = begin(item, KEYS[3], ARGV[1], KEYS[4])
 return {begun[1], begun[3], begun[2], item}
 """)
 
+# KEYS: queue, inflight, runs, optout. ARGV: session key prefix, at most how many.
+# TAKE for up to that many ready messages in one round trip, oldest first: each moved in flight and
+# begun before the reply, so a SIGKILL after it leaves them where recovery finds them. In an ordered
+# topic the queue holds one message per conversation, so a conversation never has two in a batch.
+# Returns nil when nothing is ready, else {runs, opted out, session length (-1: none), payload length}
+# per message, then one string: each message's session and payload, in turn. Lengths are in bytes. One
+# string, last: txredisapi's reader gives the reactor a turn after a bulk string with more behind it.
+TAKE_MANY = Script("take_many", _BEGIN + """
+local reply, texts = {}, {}
+for i = 1, tonumber(ARGV[2]) do
+  local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not item then break end
+  local begun = begin(item, KEYS[3], ARGV[1], KEYS[4])
+  local session, n = begun[2], #reply
+  reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4] = begun[1], begun[3], session and #session or -1, #item
+  if session then texts[#texts + 1] = session end
+  texts[#texts + 1] = item
+end
+if #texts == 0 then return false end
+reply[#reply + 1] = table.concat(texts)
+return reply
+""")
+
 # KEYS: runs, optout. ARGV: session key prefix, payload (moved in flight by BLMOVE).
 # {runs, session or nil, opted out}
 BEGIN = Script("begin", _BEGIN + """
@@ -164,6 +187,25 @@ if redis.call('EXISTS', KEYS[10]) == 1 then
 end
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 return 1
+""")
+
+# FINISH for several messages of one worker in one round trip: FINISH's own text, run once per
+# message as a Lua function whose parameters shadow KEYS and ARGV.
+# KEYS: each message's FINISH keys in turn. ARGV: keys per message, arguments per message, then
+# each message's FINISH arguments in turn. Returns one reply per message: FINISH's (1 held, 0 not),
+# or -1 when Redis refused one of its commands (an error reply such as OOM): that message is
+# finished again on its own; the others are done. Each message's record is pushed in the same
+# step that removes it from in-flight, as in FINISH.
+FINISH_MANY = Script("finish_many", "local function finish(KEYS, ARGV)\n" + FINISH.source + """
+end
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local replies = {}
+for i = 0, #KEYS / nk - 1 do
+  local ok, held = pcall(finish, {unpack(KEYS, i * nk + 1, (i + 1) * nk)},
+                         {unpack(ARGV, 3 + i * na, 2 + (i + 1) * na)})
+  if ok then replies[i + 1] = held else replies[i + 1] = -1 end
+end
+return replies
 """)
 
 # KEYS: inflight, errors, schedule. ARGV: payload, record, retention, due (seconds).
@@ -360,5 +402,5 @@ redis.call('EXPIRE', KEYS[1], 7200)
 return 1
 """)
 
-ALL = (ACCEPT, TAKE, BEGIN, FINISH, RETRY, DUE, REQUEUE, STATUS, PACE, SENT, REPLIES, RECLAIM, SWEEP, HEARTBEAT,
-       PUSH_CAPPED, REQUEUE_ONE, TALLY)
+ALL = (ACCEPT, TAKE, TAKE_MANY, BEGIN, FINISH, FINISH_MANY, RETRY, DUE, REQUEUE, STATUS, PACE, SENT, REPLIES,
+       RECLAIM, SWEEP, HEARTBEAT, PUSH_CAPPED, REQUEUE_ONE, TALLY)

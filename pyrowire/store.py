@@ -98,6 +98,21 @@ class Replies:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Finishing:
+    """One message for :meth:`Store.finish_many`: the arguments :meth:`Store.finish` takes for it."""
+
+    payload: str
+    sid: str
+    record: str
+    kind: str
+    retention: int
+    dead: bool = False
+    conversation: str | None = None
+    session: SessionChange | None = None
+    replies: Mapping[int, str] | None = None  # send index -> details (JSON) not yet recorded by record_sent
+
+
 def _pairs(reply: Any) -> dict[str, str]:
     """A HGETALL reply as a dict (a flat list from the wire, or already a dict)."""
     if isinstance(reply, dict):
@@ -181,6 +196,28 @@ class Store(ABC):
         runs, opted_out, session, payload = reply
         return Taken(str(payload), int(runs), None if session is None else str(session), bool(int(opted_out)))
 
+    async def take_many(self, popper: Popper, topic: str, worker: str, most: int) -> list[Taken]:
+        """:meth:`take` for up to ``most`` ready messages in one round trip, oldest first; [] if none is ready."""
+        k = self.keys(topic)
+        reply = await self._script(scripts.TAKE_MANY, (k.queue, k.inflight(worker), k.runs, k.optout),
+                                   (k.session(""), most), popper.execute)
+        if reply is None:
+            return []
+        *heads, texts = reply
+        data = texts.encode() if isinstance(texts, str) else bytes(texts)
+        taken: list[Taken] = []
+        at = 0
+        for i in range(0, len(heads), 4):
+            runs, opted_out, session_length, payload_length = (int(h) for h in heads[i:i + 4])
+            session = None
+            if session_length >= 0:
+                session = data[at:at + session_length].decode()
+                at += session_length
+            payload = data[at:at + payload_length].decode()
+            at += payload_length
+            taken.append(Taken(payload, runs, session, bool(opted_out)))
+        return taken
+
     async def begin(self, popper: Popper, topic: str, payload: str) -> Taken:
         """Begin a message a blocking pop moved in flight: count its run, read its session."""
         k = self.keys(topic)
@@ -199,19 +236,42 @@ class Store(ABC):
         the message is marked finished (:meth:`replies`). False when the payload was no longer in
         flight here (recorded, nothing else done).
         """
-        k = self.keys(topic)
-        number = conversation or ""
-        change, value, ttl = "", "", 0
-        if session is not None:
-            change, value, ttl = ("set", session.value, session.ttl) if session.value is not None else ("del", "", 0)
-        held = await self._script(
-            scripts.FINISH,
-            (k.inflight(worker), getattr(k, kind), k.sent(sid), k.dead, k.runs, k.active, k.conversation(number),
-             k.queue, k.session(number), k.seen(sid), k.replies(sid)),
-            (payload, record, retention, "1" if dead else "", sid, number, change, value, ttl, REPLIES_SECONDS,
-             "".join(f"{index}\n{details}\n" for index, details in replies.items()) if replies else ""),
-        )
+        keys, args = self._finish_keys_args(
+            topic, worker, Finishing(payload, sid, record, kind, retention, dead, conversation, session, replies))
+        held = await self._script(scripts.FINISH, keys, args)
         return bool(int(held))
+
+    def _finish_keys_args(self, topic: str, worker: str, f: Finishing) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """FINISH's KEYS and ARGV for one message."""
+        k = self.keys(topic)
+        number = f.conversation or ""
+        change, value, ttl = "", "", 0
+        if f.session is not None and f.session.value is not None:
+            change, value, ttl = "set", f.session.value, f.session.ttl
+        elif f.session is not None:
+            change = "del"
+        replies = "".join(f"{index}\n{details}\n" for index, details in f.replies.items()) if f.replies else ""
+        return (
+            (k.inflight(worker), getattr(k, f.kind), k.sent(f.sid), k.dead, k.runs, k.active, k.conversation(number),
+             k.queue, k.session(number), k.seen(f.sid), k.replies(f.sid)),
+            (f.payload, f.record, f.retention, "1" if f.dead else "", f.sid, number, change, value, ttl,
+             REPLIES_SECONDS, replies),
+        )
+
+    async def finish_many(self, topic: str, worker: str, finishing: Sequence[Finishing]) -> list[bool | None]:
+        """:meth:`finish` for several messages in one round trip; for each, whether it was still in flight
+        here, or None when Redis refused one of its commands (finish that one again on its own)."""
+        keys: list[str] = []
+        args: list[Any] = []
+        for f in finishing:
+            k, a = self._finish_keys_args(topic, worker, f)
+            keys += k
+            args += a
+        if not finishing:
+            return []
+        per = len(keys) // len(finishing), len(args) // len(finishing)
+        replies = await self._script(scripts.FINISH_MANY, keys, (*per, *args))
+        return [None if int(r) < 0 else bool(int(r)) for r in replies]
 
     async def retry(self, topic: str, worker: str, payload: str, record: str, retention: int, due: float) -> None:
         """Record a failed run and park the message until ``due`` (seconds, the clock's); its runs stay counted."""

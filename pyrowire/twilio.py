@@ -1,8 +1,12 @@
 """The Twilio REST client: POSTs to the Messages resource, retried when retrying can help.
 
 One :class:`TwilioClient` is meant to be shared by the whole process: it owns one
-persistent HTTP connection pool, and it caches the Messages URL and the
-``Authorization`` header of each account it has sent for.
+persistent HTTP/1.1 connection pool (keep-alive, up to 64 connections per host), and it
+caches, per account, the Messages URL and the request headers (``Authorization`` among
+them). A send is one ``Agent.request`` with those headers and the form body already
+encoded: no per-request URL parsing into a hyperlink, cookie jar, header merging or
+content decoding (what treq adds around an ``Agent``), and the pool's endpoints are built
+once per host.
 
 A send is retried inside the client (SPEC §6): no answer (connection error, timeout),
 HTTP 429 and 5xx are tried again after a capped exponential backoff with jitter
@@ -25,16 +29,29 @@ import json
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
-from http.cookiejar import CookieJar
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from hyperlink import EncodedURL
-from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionClosed, DNSLookupError
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IConsumer, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    URI,
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseDone,
+    ResponseFailed,
+)
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
+from zope.interface import implementer
 
 from pyrowire.errors import ConfigurationError, TwilioError
 from pyrowire.retry import RetryPolicy, retry_after, sleep
@@ -76,43 +93,108 @@ class _Failed(Exception):
         self.wait = wait
 
 
-# Passed on every request: without a jar of its own, treq builds a CookieJar per request
-_NO_COOKIES = CookieJar()
+@implementer(IBodyProducer)
+class _Form:
+    """A request body already encoded: written whole at once (no cooperator, no copy)."""
+
+    __slots__ = ("body", "length")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self.body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
 
 
-class _PreparedURL(EncodedURL):
-    """A URL already in URI form: treq asks every request's URL for ``to_uri()`` (~20 µs in hyperlink)."""
-
-    _text: str | None = None
-
-    def to_uri(self) -> _PreparedURL:
-        return self
-
-    def to_text(self, with_password: bool = False) -> str:
-        if with_password:
-            return super().to_text(with_password)
-        if self._text is None:
-            self._text = super().to_text()
-        return self._text
+_NO_REASON = Failure(ResponseDone())
 
 
-def _prepared(url: EncodedURL) -> _PreparedURL:
-    uri = url.to_uri()
-    return _PreparedURL(uri.scheme, uri.host, uri.path, uri.query, uri.fragment, uri.port, uri.rooted,
-                        uri.userinfo, uri.uses_netloc)
+class _Collect(Protocol):
+    """Collects a response's body; ``done`` fires with it. Cancelling ``done`` drops the connection."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.done: Deferred[bytes] = Deferred(self._cancel)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def connectionLost(self, reason: Failure = _NO_REASON) -> None:
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
+
+    def _cancel(self, _: Deferred[bytes]) -> None:
+        if self.transport is not None:
+            cast(Any, self.transport).stopProducing()  # the body's transport is a producer: this drops it
+
+
+def _read(response: IResponse) -> Deferred[bytes]:
+    collect = _Collect()
+    response.deliverBody(collect)
+    return collect.done
+
+
+@implementer(IAgentEndpointFactory)
+class _Endpoints:
+    """The pool's endpoints, built once per (scheme, host, port): Agent builds one per request otherwise."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._tls = BrowserLikePolicyForHTTPS()
+        self._built: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._built.get(key)
+        if endpoint is None:
+            host = uri.host.decode("idna")
+            endpoint = HostnameEndpoint(self._reactor, host, uri.port)
+            if uri.scheme == b"https":
+                endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
+            self._built[key] = endpoint
+        return endpoint
+
+
+def _agent_of(http: Any) -> IAgent:
+    """The IAgent to send with: ``http`` itself, or the agent under a treq ``HTTPClient``/``StubTreq``."""
+    if IAgent.providedBy(http):
+        return http  # type: ignore[no-any-return]
+    return cast(IAgent, http._agent)  # treq keeps the agent it wraps there (tests inject a StubTreq)
 
 
 class _Account:
     """What is pre-computed once per account: its Messages URL and its request headers."""
 
-    __slots__ = ("headers", "secrets", "url")
+    __slots__ = ("headers", "secrets", "uri", "url")
 
     def __init__(self, url: EncodedURL, authorization: bytes, secrets: tuple[str, ...]) -> None:
-        self.url = _prepared(url)
-        self.headers: dict[bytes | str, list[bytes | str]] = {
+        self.url = url
+        self.uri = url.to_uri().to_text().encode("ascii")
+        host = URI.fromBytes(self.uri)
+        default = 443 if host.scheme == b"https" else 80
+        netloc = host.host if host.port == default else b"%s:%d" % (host.host, host.port)
+        # never changed after this: Agent copies headers only when they lack a Host
+        self.headers = Headers({
             b"Authorization": [authorization],
             b"Accept": [b"application/json"],
-        }
+            b"Content-Type": [b"application/x-www-form-urlencoded"],
+            b"Host": [netloc],
+        })
         self.secrets = secrets
 
     def __repr__(self) -> str:
@@ -120,7 +202,10 @@ class _Account:
 
 
 class TwilioClient:
-    """Sends messages through Twilio's REST API with treq; errors are :class:`TwilioError`.
+    """Sends messages through Twilio's REST API; errors are :class:`TwilioError`.
+
+    ``http`` (tests) is the ``IAgent`` to send with, or a treq ``HTTPClient`` or ``StubTreq``
+    whose agent is used; by default an ``Agent`` over the client's own pool.
 
     ``timeout`` bounds every attempt (default :func:`default_timeout`); ``policy`` says how
     often and how patiently to retry, ``jitter`` (numbers in [0, 1]) spreads the delays.
@@ -136,7 +221,7 @@ class TwilioClient:
     def __init__(
         self,
         reactor: IReactorTime,
-        http: HTTPClient | None = None,
+        http: Any = None,
         timeout: float | None = None,
         *,
         policy: RetryPolicy | None = None,
@@ -152,8 +237,9 @@ class TwilioClient:
         if http is None:
             self._pool = HTTPConnectionPool(reactor, persistent=True)
             self._pool.maxPersistentPerHost = MAX_PERSISTENT_PER_HOST
-            http = HTTPClient(Agent(cast(Any, reactor), pool=self._pool))
-        self._http = http
+            self._agent: IAgent = Agent.usingEndpointFactory(reactor, _Endpoints(reactor), pool=self._pool)
+        else:
+            self._agent = _agent_of(http)
         # keyed by (api_base, account_sid): never by the token, so no repr of it shows one
         self._accounts: dict[tuple[str, str], _Account] = {}
 
@@ -213,7 +299,7 @@ class TwilioClient:
         form.extend(("MediaUrl", url) for url in media_urls)
         if status_callback:
             form.append(("StatusCallback", status_callback))
-        sid = await self._post(account, form, observer)
+        sid = await self._post(account, _Form(urlencode(form).encode("ascii")), observer)
         return sid
 
     def _account(self, creds: TwilioConfig) -> _Account:
@@ -230,7 +316,7 @@ class TwilioClient:
             self._accounts[key] = account
         return account
 
-    async def _post(self, account: _Account, form: FormData, observer: Observer | None = None) -> str:
+    async def _post(self, account: _Account, form: _Form, observer: Observer | None = None) -> str:
         """POST ``form`` until Twilio accepts it, a permanent error comes, or the policy gives up."""
         policy = self._policy
         first = self._reactor.seconds()
@@ -285,26 +371,30 @@ class TwilioClient:
             except Exception:
                 self.log.failure("the Twilio send observer failed on {outcome}", outcome=outcome)
 
-    async def _attempt(self, account: _Account, form: FormData) -> str:
+    def _request(self, account: _Account, form: _Form) -> Deferred[IResponse]:
+        """The POST, cancelled when the timeout runs out before the response's headers came."""
+        d: Deferred[IResponse] = self._agent.request(b"POST", account.uri, account.headers, form)
+        timer = self._reactor.callLater(self._timeout, d.cancel)
+
+        def done(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return d.addBoth(done)
+
+    async def _attempt(self, account: _Account, form: _Form) -> str:
         """Make exactly one attempt at POSTing ``form``, bounded by the timeout; failures are _Failed.
 
-        treq's ``timeout`` cancels the request when it runs out, so a CancelledError in the
+        The timeout cancels the request when it runs out, so a CancelledError in the
         request phase is a timeout only when the timeout has elapsed; any other is the
         caller cancelling the send, and is re-raised as such.
         """
         started: float | None = self._reactor.seconds()
         try:
-            response = await self._http.post(
-                account.url,
-                data=form,
-                headers=account.headers,
-                allow_redirects=False,
-                cookies=_NO_COOKIES,
-                reactor=cast(Any, self._reactor),
-                timeout=self._timeout,
-            )
+            response = await self._request(account, form)
             started = None  # from here on a timeout is addTimeout's TimeoutError
-            content = response.content()
+            content = _read(response)
             content.addTimeout(self._timeout, self._reactor)
             raw: bytes = await content
         except TimeoutError:

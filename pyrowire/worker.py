@@ -34,7 +34,7 @@ from pyrowire.errors import PyrowireError, RedisReplyError, RedisUnavailable
 from pyrowire.redis_watch import explains
 from pyrowire.retry import handler_delay, redis_delay
 from pyrowire.settings import Topic
-from pyrowire.store import Popper, SessionChange, Taken
+from pyrowire.store import Finishing, Popper, SessionChange, Taken
 
 if TYPE_CHECKING:
     from pyrowire.outbound import Exchange
@@ -47,6 +47,10 @@ POP_TIMEOUT = 5
 # is run again (SPEC section 6) even with max_attempts 1, but one that kills every worker taking it
 # is given up after max_attempts + CRASH_RERUNS runs
 CRASH_RERUNS = 2
+# at most this many completed messages finished in one round trip (FINISH_MANY)
+FINISH_BATCH = 32
+# at most this many messages taken in one round trip (TAKE_MANY), for as many loops waiting for one
+TAKE_BATCH = 64
 
 
 def _observe(d: Deferred[Any]) -> Deferred[None]:
@@ -131,6 +135,13 @@ class TopicWorker(Service):
         self._loops: list[Deferred[None]] = []
         self._handling: set[Deferred[None]] = set()
         self._poppers: list[Popper] = []
+        # completed messages waiting for the finish under way, each with what its loop awaits
+        self._finishing: list[tuple[Finishing, Deferred[bool | None]]] = []
+        self._flushing = False
+        # loops waiting for a message from the take under way (or the next), with their connections
+        self._wanting: list[tuple[Popper, Deferred[Taken | None]]] = []
+        self._taking = False
+        self._gathering = False  # loops are being resumed together: let them all ask before taking
 
     @property
     def clock(self) -> IReactorTime:
@@ -194,9 +205,8 @@ class TopicWorker(Service):
         """The next message for this loop, begun (its run counted): taken at once, or after a parked pop."""
         store = self.runtime.store
         name = self.topic.name
-        taken = await store.take(popper, name, self.runtime.worker_id)
+        taken = await self._take(popper)
         if taken is not None:
-            self.held.add(taken.payload)
             return taken
         if not self.running:
             return None
@@ -215,6 +225,50 @@ class TopicWorker(Service):
         except BaseException:
             self.held.discard(payload)  # in flight, not begun: the sweep puts it back
             raise
+
+    def _take(self, popper: Popper) -> Deferred[Taken | None]:
+        """A ready message for this loop, taken with those of the loops asking meanwhile (one round trip for
+        them all, TAKE_MANY); None when nothing is ready. Taken messages are in this worker's in-flight list,
+        their runs counted, before any loop gets one."""
+        d: Deferred[Taken | None] = Deferred()
+        self._wanting.append((popper, d))
+        if not self._taking and not self._gathering:
+            self._start_taking()
+        return d
+
+    def _start_taking(self) -> None:
+        self._taking = True
+        Deferred.fromCoroutine(self._take_for_wanting(self._wanting[0][0]))
+
+    async def _take_for_wanting(self, popper: Popper) -> None:
+        """Take for the loops waiting, on the first one's connection, until none waits or nothing is ready.
+
+        Nothing ready: every loop waiting gets None (and parks a pop on its own connection); this stops
+        first, so it never sends on a connection that has a pop parked.
+        """
+        store, name, worker = self.runtime.store, self.topic.name, self.runtime.worker_id
+        try:
+            while self._wanting:
+                want, self._wanting = self._wanting[:TAKE_BATCH], self._wanting[TAKE_BATCH:]
+                try:
+                    batch = await store.take_many(popper, name, worker, len(want))
+                except Exception:
+                    failure = Failure()
+                    waiting, self._wanting = want + self._wanting, []
+                    for _, d in waiting:
+                        d.errback(failure)
+                    return
+                for taken in batch:
+                    self.held.add(taken.payload)
+                served, rest = want[:len(batch)], want[len(batch):]
+                if rest:
+                    rest, self._wanting = rest + self._wanting, []
+                for (_, d), taken in zip(served, batch, strict=True):
+                    d.callback(taken)
+                for _, d in rest:
+                    d.callback(None)
+        finally:
+            self._taking = False
 
     async def _sleep(self, seconds: float) -> None:
         """Wait on the clock; stopping the worker cuts the wait short."""
@@ -301,8 +355,8 @@ class TopicWorker(Service):
         if rt.metrics is not None:
             rt.metrics.handled(topic.name, "complete", finished - started)
         replies = exchange.settle()
-        await self._persist(partial(rt.store.finish, topic.name, rt.worker_id, payload, sid, text, records,
-                                    topic.retention, False, conversation, session, replies))
+        await self._complete(Finishing(payload, sid, text, records, topic.retention, False, conversation, session,
+                                       replies))
         if logs.enabled(logging.INFO):
             self.log.info("{topic} {sid} complete in {duration:.3f}s", topic=topic.name, sid=sid,
                           outcome="complete", duration=finished - started)
@@ -395,6 +449,47 @@ class TopicWorker(Service):
             rt.metrics.handled(topic.name, "dead", 0.0)
         await self._persist(partial(rt.store.finish, topic.name, rt.worker_id, payload, sid,
                                     _RECORD_ENCODER.encode(record), "errors", topic.retention, True, conversation))
+
+    async def _complete(self, f: Finishing) -> None:
+        """Finish a completed message: with the others completing meanwhile when a finish is under way
+        (group commit: one round trip for them all, and none waits when the way is clear)."""
+        d: Deferred[bool | None] = Deferred()
+        self._finishing.append((f, d))
+        if not self._flushing:
+            self._flushing = True
+            Deferred.fromCoroutine(self._flush())
+        if await d is None:  # Redis refused or was away: this one on its own, until it is done
+            rt = self.runtime
+            await self._persist(partial(rt.store.finish, self.topic.name, rt.worker_id, f.payload, f.sid, f.record,
+                                        f.kind, f.retention, f.dead, f.conversation, f.session, f.replies))
+
+    async def _flush(self) -> None:
+        """Finish what waits, FINISH_BATCH a round trip, until nothing does."""
+        store, topic, worker = self.runtime.store, self.topic.name, self.runtime.worker_id
+        try:
+            while self._finishing:
+                batch, self._finishing = self._finishing[:FINISH_BATCH], self._finishing[FINISH_BATCH:]
+                replies: list[bool | None]
+                try:
+                    if len(batch) == 1:
+                        f = batch[0][0]
+                        replies = [await store.finish(topic, worker, f.payload, f.sid, f.record, f.kind, f.retention,
+                                                      f.dead, f.conversation, f.session, f.replies)]
+                    else:
+                        replies = await store.finish_many(topic, worker, [f for f, _ in batch])
+                except Exception:
+                    replies = [None] * len(batch)  # each is finished again by its own loop, which says why
+                # the loops resumed here mostly ask for their next message at once: one take for them all
+                self._gathering = True
+                try:
+                    for (_, d), reply in zip(batch, replies, strict=True):
+                        d.callback(reply)
+                finally:
+                    self._gathering = False
+                if self._wanting and not self._taking:
+                    self._start_taking()
+        finally:
+            self._flushing = False
 
     async def _persist(self, operation: Callable[[], Awaitable[T]]) -> T | None:
         """Run a Redis operation until it succeeds, backing off while Redis is away or refusing writes

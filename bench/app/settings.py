@@ -39,6 +39,7 @@ TOPICS = {
     "ingest": topic(),
     "echo0": topic(),
     "echo50": topic(),
+    "echoj": topic(),
     "latency": topic(),
 }
 

@@ -22,7 +22,7 @@ from pyrowire.errors import RedisReplyError, RedisUnavailable
 from pyrowire.keys import DEDUPE_SECONDS, FINISHED, REPLIES_SECONDS, read_seen
 from pyrowire.redis_store import RedisStore
 from pyrowire.runconfig import parse_redis_url
-from pyrowire.store import Replies, SessionChange, Store
+from pyrowire.store import Finishing, Replies, SessionChange, Store
 from pyrowire.testing.memory import MemoryStore
 
 W = "host:1:abcd"
@@ -425,6 +425,86 @@ async def test_one_message_per_conversation_is_ready_at_a_time(store: Store) -> 
 
 
 @pytest_twisted.ensureDeferred
+async def test_finish_many_does_what_finish_does_for_each_message(store: Store) -> None:
+    """finish_many records each message, hands each conversation its next text, stores or drops sessions,
+    dead-letters when asked and forgets sends and runs; a message no longer in flight is recorded only."""
+    keys = store.keys("echo")
+    popper = store.popper()
+    try:
+        for sid, number in (("A1", A), ("A2", A), ("B1", B), ("C1", "+15550000003")):
+            await _accept(store, sid, number)
+        taken = [await store.take(popper, "echo", W) for _ in range(3)]
+        assert [envelope.decode(t.payload).message["sid"] for t in taken if t] == ["A1", "B1", "C1"]
+        a1, b1, c1 = (t.payload for t in taken if t)
+        await store.record_sent("echo", "A1", 0, "SMout")
+        await store._execute("SET", keys.session(B), '{"n":1}')
+        replies = await store.finish_many("echo", W, [
+            Finishing(a1, "A1", "ra", "complete", 10, conversation=A, session=SessionChange('{"n":2}', 60)),
+            Finishing(b1, "B1", "rb", "errors", 10, dead=True, conversation=B, session=SessionChange(None, 0)),
+            Finishing("gone", "X1", "rx", "complete", 10),
+            Finishing(c1, "C1", "rc", "complete", 10, conversation="+15550000003"),
+        ])
+        assert replies == [True, True, False, True]
+        assert await store.lrange(keys.complete) == ["rc", "rx", "ra"]
+        assert await store.lrange(keys.errors) == ["rb"]
+        assert await store.lrange(keys.dead) == [b1]
+        assert await store.llen(keys.inflight(W)) == 0
+        assert await store.sent("echo", "A1") == {}
+        assert _pairs_of(await store._execute("HGETALL", keys.runs)) == {}
+        assert await store.session("echo", A) == '{"n":2}' and await store.session("echo", B) is None
+        assert _members(await store._execute("SMEMBERS", keys.active)) == [A]  # A2 is ready now
+        assert await _take_sid(store, popper) == "A2"
+        assert await store.finish_many("echo", W, []) == []
+    finally:
+        await popper.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_finish_many_says_which_message_redis_refused_and_does_the_others(store: Store) -> None:
+    """An error reply for one message's commands is None for it (still in flight); the others are finished."""
+    keys = store.keys("echo")
+    for sid in ("SM1", "SM2"):
+        await store.accept("echo", sid, "a", f"p-{sid}")
+        await _pop(store)
+    await store._execute("SET", keys.errors, "in the way")
+    replies = await store.finish_many("echo", W, [Finishing("p-SM1", "SM1", "r1", "errors", 10),
+                                                  Finishing("p-SM2", "SM2", "r2", "complete", 10)])
+    assert replies == [None, True]
+    assert await store.lrange(keys.inflight(W)) == ["p-SM1"]
+    assert await store.lrange(keys.complete) == ["r2"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_take_many_takes_and_begins_up_to_so_many_oldest_first(store: Store) -> None:
+    """take_many moves up to `most` ready messages in flight, oldest first, each with its runs counted, its
+    session (non-ASCII kept whole) and opt-out; one per conversation; [] when nothing is ready."""
+    keys = store.keys("echo")
+    popper = store.popper()
+    try:
+        for sid, number in (("A1", A), ("A2", A), ("B1", B), ("C1", "+15550000003")):
+            await _accept(store, sid, number)
+        await store._execute("SET", keys.session(B), '{"name":"Zoë ✓"}')
+        await store.opt_out("echo", "+15550000003")
+        await store._execute("HINCRBY", keys.runs, "C1", 2)
+        taken = await store.take_many(popper, "echo", W, 5)
+        assert [envelope.decode(t.payload).message["sid"] for t in taken] == ["A1", "B1", "C1"]  # A2 waits
+        assert [(t.runs, t.session, t.opted_out) for t in taken] == [
+            (1, None, False), (1, '{"name":"Zoë ✓"}', False), (3, None, True)]
+        assert await store.lrange(keys.inflight(W)) == [t.payload for t in reversed(taken)]
+        assert await store.take_many(popper, "echo", W, 5) == []
+        await store.accept("echo", "D1", "a", _payload("D1"))
+        await store.accept("echo", "D2", "a", _payload("D2"))
+        assert [t.payload for t in await store.take_many(popper, "echo", W, 1)] == [_payload("D1")]
+    finally:
+        await popper.close()
+
+
+def _pairs_of(reply: Any) -> dict[str, str]:
+    items = list(reply.items()) if isinstance(reply, dict) else list(zip(reply[::2], reply[1::2], strict=True))
+    return {str(k): str(v) for k, v in items}
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_conversation_is_freed_when_its_last_message_finishes(store: Store) -> None:
     """With nothing waiting behind it, finishing a conversation's message frees it: the next text is ready."""
     popper = store.popper()
@@ -699,3 +779,20 @@ async def test_finish_marks_nothing_without_a_seen_key_or_when_the_message_is_no
     await store.accept("echo", "SM1", "a", "m1")
     assert not await store.finish("echo", W, "m1", "SM1", "late", "complete", 10, replies={0: _reply("SBa", "x")})
     assert await store.replies("echo", "SM1") == Replies(False, [])
+
+
+@pytest_twisted.ensureDeferred
+async def test_finish_many_marks_each_message_handled_with_its_replies(store: Store) -> None:
+    """The grouped finish does FINISH's replies work for each message: replies kept, the message marked handled."""
+    for sid in ("SM1", "SM2"):
+        await store.accept("echo", sid, "a", f"m-{sid}")
+    assert await _pop(store) == "m-SM1" and await _pop(store) == "m-SM2"
+    done = await store.finish_many("echo", W, [
+        Finishing("m-SM1", "SM1", "r1", "complete", 10, replies={0: _reply("SMa", "one")}),
+        Finishing("m-SM2", "SM2", "r2", "errors", 10, dead=True),
+    ])
+    assert done == [True, True]
+    assert await store.replies("echo", "SM1") == Replies(True, [_shown("SMa", "one", None)])
+    dead = await store.replies("echo", "SM2")
+    assert dead.handled and dead.replies == []
+    assert 0 < await store.ttl(store.keys("echo").replies("SM1")) <= REPLIES_SECONDS
