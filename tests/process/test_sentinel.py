@@ -11,6 +11,9 @@ it, which Redis's asynchronous replication loses). docs/deploying.md quotes thes
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +26,7 @@ from tests.process.harness import Deployment, send_webhook, wait_for, webhook_pa
 from tests.sentinels import SentinelCluster
 
 PASSWORD = "sentinel-test-secret"
+PYROWIRE = os.path.join(os.path.dirname(sys.executable), "pyrowire")
 ACCEPTED = "Great, we'll get right back to you."
 ERROR = "It seems like an error has occurred"
 RATE = 40  # webhooks a second
@@ -133,6 +137,11 @@ def test_failover_is_followed_without_a_restart(tmp_path: Path, cluster: Sentine
         assert new_client.execute_command("ROLE")[0] == "master"
         completed = {json.loads(r)["message"]["message"] for r in new_client.lrange("pyrowire:{echo}:complete", 0, -1)}
         assert all(f"m{s.n}" in completed for s in accepted if s.at > moved + 1)
+        # the console command finds the new primary through the Sentinels too
+        listed = subprocess.run([PYROWIRE, "dead", "list", "echo", "--redis", cluster.url], cwd=deployment.dir,
+                                env=deployment.env(), capture_output=True, text=True, timeout=30)
+        assert listed.returncode == 0, listed.stderr
+        assert PASSWORD not in listed.stdout + listed.stderr
         assert daemon.process.poll() is None  # no restart
         assert PASSWORD not in daemon.output
         assert daemon.terminate() == 0
