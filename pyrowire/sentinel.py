@@ -38,6 +38,8 @@ from pyrowire.runconfig import RedisAddress
 CHECK_SECONDS = 0.5
 #: how long one Sentinel has to answer
 ASK_SECONDS = 1.0
+#: the longest wait between two attempts to reach the primary
+RETRY_SECONDS = 2.0
 #: how long after the primary moved commands wait for a connection to the new one instead of failing
 FOLLOW_SECONDS = 3.0
 #: error replies of a server that is no longer the primary (a blocking pop gets UNBLOCKED when it turns replica)
@@ -102,6 +104,8 @@ class SentinelPrimary:
         self.address = address
         self.clock: IReactorTime = clock
         self.timeout = timeout
+        self.interval = interval
+        self._checked_at = float("-inf")  # when check() last had an answer
         self.location: Location | None = None
         self.epoch = -1
         self.failovers = 0
@@ -124,6 +128,9 @@ class SentinelPrimary:
             address.service, dbid=address.db, poolsize=poolsize, isLazy=True, password=address.password,
             username=address.username, replyTimeout=reply_timeout, convertNumbers=False,
         )
+        # while the primary is away, try again (asking the Sentinels first) at least every RETRY_SECONDS, so the
+        # connections reach a primary promoted after a crash within seconds (txredisapi's default is 10)
+        handler._factory.maxDelay = RETRY_SECONDS
         self._factories.add(handler._factory)
         return quiet(handler)
 
@@ -153,7 +160,10 @@ class SentinelPrimary:
         return max(found, key=lambda answer: answer[1]) if found else None
 
     async def discover(self) -> Location:
-        """Where to connect now (txredisapi asks before each connection attempt)."""
+        """Where to connect now (txredisapi asks before each connection attempt): the answer of the last check
+        while it is fresh (every connection of every worker loop asks when the primary moves), else a new one."""
+        if self.location is not None and self.clock.seconds() - self._checked_at <= self.interval:
+            return self.location
         found = await self.ask()
         if found is not None:
             self._learn(*found)
@@ -180,6 +190,7 @@ class SentinelPrimary:
         if self._lost:
             self._lost = False
             self.log.info("the Sentinels of {redis} answer again", redis=self.address.display())
+        self._checked_at = self.clock.seconds()
         self._learn(*found)
 
     def _learn(self, location: Location, epoch: int) -> None:

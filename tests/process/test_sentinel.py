@@ -82,13 +82,13 @@ def cluster() -> Iterator[SentinelCluster]:
         yield c
 
 
-def test_failover_is_followed_without_a_restart(tmp_path: Path, cluster: SentinelCluster) -> None:
-    """After SENTINEL FAILOVER the same daemon accepts webhooks and handles them on the new primary within 30 s;
-    what was lost in the switch is counted, and the password appears nowhere."""
+@pytest.mark.parametrize("how", ["failover", "crash"])
+def test_failover_is_followed_without_a_restart(tmp_path: Path, cluster: SentinelCluster, how: str) -> None:
+    """After SENTINEL FAILOVER, or the primary's SIGKILL and the Sentinels' own failover, the same daemon accepts
+    webhooks and handles them on the new primary within 30 s; what was lost in the switch is counted, and the
+    password appears nowhere."""
     old, new = cluster.primary.port, cluster.replica.port
     deployment = Deployment(tmp_path, cluster.url)
-    # while the primary moves, the webhook answers error_response once (an error line) and says so
-    deployment.expect_errors()
     try:
         daemon, base = deployment.twistd("--app", "app", "--role", "all", "--redis", cluster.url,
                                          "--concurrency", "4", env=deployment.env(PYROWIRE_HEARTBEAT_TTL="3"))
@@ -97,7 +97,11 @@ def test_failover_is_followed_without_a_restart(tmp_path: Path, cluster: Sentine
         traffic = Traffic(base).start()
         try:
             wait_for(lambda: len(deployment.twilio.messages()) >= 20, 10, "replies before the failover")
-            cluster.failover()
+            if how == "crash":
+                deployment.expect_errors("Redis unavailable, answering error_response", "is unreachable")
+                cluster.primary.kill()
+            else:
+                cluster.failover()
             failed_over = time.monotonic()
             daemon.wait_log(f"moved from 127.0.0.1:{old} to 127.0.0.1:{new}", timeout=RESUME_LIMIT)
             moved = time.monotonic()
@@ -126,14 +130,16 @@ def test_failover_is_followed_without_a_restart(tmp_path: Path, cluster: Sentine
         lost = unhandled()
         refused = [s.n for s in traffic.sent if s.outcome != "accepted"]
         replies = [m["body"] for m in deployment.twilio.messages()]
-        print(f"\nsentinel failover: {len(traffic.sent)} webhooks, {len(accepted)} accepted, "
+        print(f"\nsentinel {how}: {len(traffic.sent)} webhooks, {len(accepted)} accepted, "
               f"{len(refused)} answered error_response or failed, {len(lost)} accepted and never handled {lost}, "
               f"{len(replies) - len(set(replies))} handled twice; switch seen {moved - failed_over:.2f} s and "
-              f"first accepted webhook on the new primary {resumed_after:.2f} s after SENTINEL FAILOVER")
+              f"first accepted webhook on the new primary {resumed_after:.2f} s after the {how}")
         # anything lost was accepted around the switch, not after it
         assert all(traffic.sent[n].at <= moved + 1 for n in lost), lost
         # the workers finish on the new primary: it holds the completion of every webhook accepted after the switch
         new_client = cluster.client(new)
+        if how == "crash":  # nothing could be written to the old primary after it died: nothing lost
+            assert not lost
         assert new_client.execute_command("ROLE")[0] == "master"
         completed = {json.loads(r)["message"]["message"] for r in new_client.lrange("pyrowire:{echo}:complete", 0, -1)}
         assert all(f"m{s.n}" in completed for s in accepted if s.at > moved + 1)
