@@ -125,7 +125,7 @@ class RedisStore(Store):
         if address is not None:
             self.address = address
         if self.address.kind == "sentinel":
-            self._primary = SentinelPrimary(self.address)
+            self._primary = SentinelPrimary(self.address).start()
         self._pool = _connect(self.address, self._poolsize, self._reply_timeout, self._primary)
         self._connecting = True
         self._pool._factory.deferred.addBoth(self._first_connection)

@@ -113,17 +113,23 @@ class SentinelPrimary:
         self._lost = False  # said that no Sentinel answers, until one does again
         self._factories: WeakSet[Any] = WeakSet()
         self._dropped: WeakSet[Any] = WeakSet()  # connections closed because the primary moved
-        self._sentinel = _Sentinels(self, address.sentinels, replyTimeout=timeout, connectTimeout=timeout,
-                                    convertNumbers=False)
-        for connection in self._sentinel.sentinels:
-            quiet(connection)
+        self._sentinel: _Sentinels | None = None
+        self.sentinels: list[Any] = []  # a connection to each Sentinel, once started
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
-        self._loop.start(interval, now=False)
+
+    def start(self) -> SentinelPrimary:
+        """Connect to the Sentinels and ask them every ``interval`` seconds from now on; returns self."""
+        self._sentinel = _Sentinels(self, self.address.sentinels, replyTimeout=self.timeout,
+                                    connectTimeout=self.timeout, convertNumbers=False)
+        self.sentinels = [quiet(connection) for connection in self._sentinel.sentinels]
+        self._loop.start(self.interval, now=False)
+        return self
 
     def connect(self, poolsize: int, reply_timeout: float | None) -> Any:
         """A txredisapi handler with ``poolsize`` connections to the primary, wherever it is."""
         address = self.address
+        assert self._sentinel is not None, "start() first"
         handler = self._sentinel.master_for(
             address.service, dbid=address.db, poolsize=poolsize, isLazy=True, password=address.password,
             username=address.username, replyTimeout=reply_timeout, convertNumbers=False,
@@ -131,14 +137,21 @@ class SentinelPrimary:
         # while the primary is away, try again (asking the Sentinels first) at least every RETRY_SECONDS, so the
         # connections reach a primary promoted after a crash within seconds (txredisapi's default is 10)
         handler._factory.maxDelay = RETRY_SECONDS
+        return quiet(self.follow(handler))
+
+    def follow(self, handler: Any) -> Any:
+        """Have ``handler``'s connections closed whenever the primary moves; returns it."""
         self._factories.add(handler._factory)
-        return quiet(handler)
+        return handler
 
     def stop(self) -> Deferred[Any]:
         """No more checks; close the connections to the Sentinels."""
         if self._loop.running:
             self._loop.stop()
-        d: Deferred[Any] = self._sentinel.disconnect()
+        sentinel, self._sentinel = self._sentinel, None
+        if sentinel is None:
+            return defer.succeed(None)
+        d: Deferred[Any] = sentinel.disconnect()
         return d
 
     # --- asking the Sentinels ------------------------------------------------------------
@@ -154,7 +167,7 @@ class SentinelPrimary:
 
     async def ask(self) -> tuple[Location, int] | None:
         """The primary the Sentinels name, with the configuration epoch of that answer (the highest wins)."""
-        asked = [Deferred.fromCoroutine(self._ask_one(c)) for c in self._sentinel.sentinels]
+        asked = [Deferred.fromCoroutine(self._ask_one(c)) for c in self.sentinels]
         answers = await defer.DeferredList(asked, consumeErrors=True)
         found = [answer for ok, answer in answers if ok and answer is not None]
         return max(found, key=lambda answer: answer[1]) if found else None
