@@ -105,7 +105,7 @@ class SentinelPrimary:
         self.clock: IReactorTime = clock
         self.timeout = timeout
         self.interval = interval
-        self._checked_at = float("-inf")  # when check() last had an answer
+        self._checked_at = float("-inf")  # when check() last asked
         self.location: Location | None = None
         self.epoch = -1
         self.failovers = 0
@@ -134,8 +134,8 @@ class SentinelPrimary:
             address.service, dbid=address.db, poolsize=poolsize, isLazy=True, password=address.password,
             username=address.username, replyTimeout=reply_timeout, convertNumbers=False,
         )
-        # while the primary is away, try again (asking the Sentinels first) at least every RETRY_SECONDS, so the
-        # connections reach a primary promoted after a crash within seconds (txredisapi's default is 10)
+        # while the primary is away, try again at least every RETRY_SECONDS, so the connections reach a primary
+        # promoted after a crash within seconds (txredisapi's default is 10; it is also its connect timeout)
         handler._factory.maxDelay = RETRY_SECONDS
         return quiet(self.follow(handler))
 
@@ -173,13 +173,13 @@ class SentinelPrimary:
         return max(found, key=lambda answer: answer[1]) if found else None
 
     async def discover(self) -> Location:
-        """Where to connect now (txredisapi asks before each connection attempt): the answer of the last check
-        while it is fresh (every connection of every worker loop asks when the primary moves), else a new one."""
-        if self.location is not None and self.clock.seconds() - self._checked_at <= self.interval:
-            return self.location
-        found = await self.ask()
-        if found is not None:
-            self._learn(*found)
+        """Where to connect now (txredisapi asks before each connection attempt): what the last check found
+        while it is fresh (every connection of every worker loop asks when the primary moves, and again
+        at each retry while it is away), else what the Sentinels say now."""
+        if self.clock.seconds() - self._checked_at > self.interval:
+            found = await self.ask()
+            if found is not None:
+                self._learn(*found)
         if self.location is None:
             raise txredisapi.MasterNotFoundError(f"no Sentinel names a primary for {self.address.service}")
         return self.location
@@ -194,6 +194,7 @@ class SentinelPrimary:
         except Exception:  # ask() takes every Sentinel's failure; anything else is a bug, said and survived
             self.log.failure("asking the Sentinels of {redis} failed", redis=self.address.display())
             return
+        self._checked_at = self.clock.seconds()
         if found is None:
             if not self._lost:
                 self._lost = True
@@ -203,7 +204,6 @@ class SentinelPrimary:
         if self._lost:
             self._lost = False
             self.log.info("the Sentinels of {redis} answer again", redis=self.address.display())
-        self._checked_at = self.clock.seconds()
         self._learn(*found)
 
     def _learn(self, location: Location, epoch: int) -> None:
