@@ -9,11 +9,13 @@ timings small enough for a test: a Sentinel sees a silent primary as down after
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
@@ -29,15 +31,24 @@ FAILOVER_TIMEOUT_MS = 5000
 class SentinelServer:
     """One Sentinel watching ``SERVICE`` at ``primary_port``."""
 
-    def __init__(self, binary: str, directory: str, primary_port: int, password: str | None) -> None:
-        self.port = free_port()
+    def __init__(self, port: int, myid: str) -> None:
+        self.port = port
+        self.myid = myid
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, binary: str, directory: str, primary_port: int, replica_port: int, password: str | None,
+              others: Sequence[SentinelServer]) -> None:
+        """Start it already knowing the replica and the other Sentinels, which it would otherwise take seconds
+        to discover."""
         self.config = os.path.join(directory, f"sentinel-{self.port}.conf")
         lines = [
-            f"port {self.port}", "bind 127.0.0.1", f"dir {directory}",
+            f"port {self.port}", "bind 127.0.0.1", f"dir {directory}", f"sentinel myid {self.myid}",
             f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2",
             f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}",
             *([f"sentinel auth-pass {SERVICE} {password}"] if password else []),
+            f"sentinel known-replica {SERVICE} 127.0.0.1 {replica_port}",
+            *(f"sentinel known-sentinel {SERVICE} 127.0.0.1 {o.port} {o.myid}" for o in others if o is not self),
         ]  # fmt: skip
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -51,6 +62,8 @@ class SentinelServer:
         return redis.Redis(port=self.port, decode_responses=True, socket_timeout=2)
 
     def stop(self) -> None:
+        if self.process is None:
+            return
         self.process.terminate()
         try:
             self.process.wait(STOP_TIMEOUT)
@@ -82,12 +95,15 @@ class SentinelCluster:
         """Start everything and wait (at most 10 s) until every Sentinel knows the replica and the other two."""
         self.primary.start()
         self.replica.start()
+        self.client(self.primary.port).config_set("repl-diskless-sync-delay", 0)  # the first sync at once, not in 5 s
         replica = self.client(self.replica.port)
         if self.password:
             replica.config_set("masterauth", self.password)
         replica.replicaof("127.0.0.1", self.primary.port)
-        self.sentinels = [SentinelServer(self.primary.binary, self._directory, self.primary.port, self.password)
-                          for _ in range(3)]
+        self.sentinels = [SentinelServer(free_port(), secrets.token_hex(20)) for _ in range(3)]
+        for sentinel in self.sentinels:
+            sentinel.start(self.primary.binary, self._directory, self.primary.port, self.replica.port, self.password,
+                           self.sentinels)
         deadline = time.monotonic() + START_TIMEOUT
         while not self._settled():
             if time.monotonic() > deadline:
