@@ -20,11 +20,17 @@ from pyrowire.settings import Profile, Settings
 ROLES = ("all", "web", "worker")
 DEFAULT_CONCURRENCY = 16
 DEFAULT_GRACE = 25.0
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_PORT = 26379
 
 
 @dataclass(frozen=True)
 class RedisAddress:
-    """Where to reach Redis. ``kind`` is tcp, tls, unix or embedded."""
+    """Where to reach Redis. ``kind`` is tcp, tls, unix, sentinel or embedded.
+
+    A sentinel address names the Sentinels (``sentinels``) and the ``service`` they watch;
+    the primary is whichever server they say, asked again whenever it may have moved.
+    """
 
     kind: str
     host: str = "localhost"
@@ -33,9 +39,14 @@ class RedisAddress:
     db: int = 0
     password: str | None = field(default=None, repr=False)
     username: str | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str = ""
 
     def display(self) -> str:
         """The address for humans and logs, never with the password."""
+        if self.kind == "sentinel":
+            hosts = ",".join(_host_port(host, port) for host, port in self.sentinels)
+            return f"redis+sentinel://{hosts}/{self.service}/{self.db}"
         if self.kind == "embedded":
             return "embedded"
         if self.kind == "unix":
@@ -45,9 +56,12 @@ class RedisAddress:
 
 
 def parse_redis_url(url: str, option: str = "--redis") -> RedisAddress:
-    """``redis://[[user]:password@]host:port/db``, ``rediss://…``, ``unix:///path[?db=N]`` or ``embedded``."""
+    """``redis://[[user]:password@]host:port/db``, ``rediss://…``, ``unix:///path[?db=N]``,
+    ``redis+sentinel://[:password@]host:port[,host:port…]/service[/db]`` or ``embedded``."""
     if url == "embedded":
         return RedisAddress("embedded")
+    if url.lower().startswith(SENTINEL_SCHEME + "://"):
+        return parse_sentinel_url(url, option)
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -62,7 +76,8 @@ def parse_redis_url(url: str, option: str = "--redis") -> RedisAddress:
         return RedisAddress("unix", path=parts.path, db=db, password=password, username=username)
     if parts.scheme not in ("redis", "rediss"):
         raise ConfigurationError(
-            option, f"unsupported scheme {parts.scheme!r}: use redis://, rediss://, unix:// or embedded"
+            option,
+            f"unsupported scheme {parts.scheme!r}: use redis://, rediss://, redis+sentinel://, unix:// or embedded",
         )
     db_text = parts.path.lstrip("/")
     if db_text:
@@ -79,6 +94,56 @@ def parse_redis_url(url: str, option: str = "--redis") -> RedisAddress:
         password=password,
         username=username if username and username != "h" else None,
     )
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_sentinel_url(url: str, option: str = "--redis") -> RedisAddress:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port…]/service[/db]``: the Sentinels to ask
+    (port 26379 when left out), the service they watch, and the primary's password and database."""
+    rest = url[len(SENTINEL_SCHEME) + 3:]
+    if "?" in rest or "#" in rest:
+        raise ConfigurationError(option, "a redis+sentinel:// URL takes no query or fragment")
+    authority, _, path = rest.partition("/")
+    userinfo, _, hosts = authority.rpartition("@")
+    username, _, password = userinfo.partition(":") if ":" in userinfo else ("", "", userinfo)
+    sentinels = tuple(_sentinel(item.strip(), option) for item in hosts.split(","))
+    segments = path.split("/")
+    service = unquote(segments[0]) if segments[0] else ""
+    if not service:
+        raise ConfigurationError(option, "a redis+sentinel:// URL names its service: "
+                                         "redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB]")
+    if len(segments) > 2 and any(segments[2:]):
+        raise ConfigurationError(option, "a redis+sentinel:// URL's path is /SERVICE or /SERVICE/DB")
+    db_text = segments[1] if len(segments) > 1 else ""
+    if db_text and not db_text.isdigit():
+        raise ConfigurationError(option, f"database {db_text!r} is not a number")
+    username = unquote(username)
+    return RedisAddress(
+        "sentinel", db=int(db_text or 0), password=unquote(password) or None,
+        username=username if username and username != "h" else None, sentinels=sentinels, service=service,
+    )
+
+
+def _sentinel(item: str, option: str) -> tuple[str, int]:
+    """One ``host[:port]`` of a sentinel URL (``[v6]:port`` for an IPv6 address)."""
+    if item.startswith("["):
+        host, bracket, port_text = item[1:].partition("]")
+        if not bracket or (port_text and not port_text.startswith(":")):
+            raise ConfigurationError(option, f"sentinel {item!r} is not HOST:PORT")
+        port_text = port_text[1:]
+    else:
+        host, _, port_text = item.partition(":")
+    if not host:
+        raise ConfigurationError(option, "a redis+sentinel:// URL needs at least one HOST:PORT, "
+                                         "with no empty entry between its commas")
+    if not port_text:
+        return host, SENTINEL_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigurationError(option, f"sentinel {item!r}: port {port_text!r} is not a port number")
+    return host, int(port_text)
 
 
 def _db_from_query(query: str, option: str) -> int:

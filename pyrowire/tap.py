@@ -36,7 +36,8 @@ class Options(usage.Options):
         ["app", "a", None, "the application, MODULE[:ATTR] (env PYROWIRE_APP)"],
         ["role", "r", None, "all, web or worker (env RUN; default all)"],
         ["listen", "l", None, "a Twisted server endpoint description for the webhook (env PORT)"],
-        ["redis", None, None, "redis://[:password@]host:port/db, rediss://…, unix:///path or embedded (env REDIS_URL)"],
+        ["redis", None, None, "redis://[:password@]host:port/db, rediss://…, unix:///path, "
+         "redis+sentinel://[:password@]host:port[,host:port…]/service[/db] or embedded (env REDIS_URL)"],
         ["concurrency", "c", None, "concurrent handlers per topic in this process (default 16)"],
         ["profile", "p", None, "which entry of PROFILES to use (env ENV; default dev)"],
         ["grace", None, None, "seconds SIGTERM waits for in-flight handlers (default 25)"],

@@ -89,7 +89,12 @@ def locate(app: str | None, profile: str | None, redis: str | None, prefix: str 
 
 
 async def reachable(reactor: Any, address: RedisAddress, timeout: float = CONNECT_SECONDS) -> str | None:
-    """None when something accepts a connection at ``address`` within ``timeout``, else why not."""
+    """None when something accepts a connection at ``address`` (at one of its Sentinels) within ``timeout``,
+    else why not."""
+    if address.kind == "sentinel":
+        whys = [await reachable(reactor, RedisAddress("tcp", host=host, port=port), timeout)
+                for host, port in address.sentinels]
+        return None if None in whys else f"no Sentinel answers: {whys[0]}"
     if address.kind == "unix":
         endpoint: Any = UNIXClientEndpoint(reactor, address.path, timeout=timeout)
     else:

@@ -22,6 +22,8 @@ CASES = [
                                                    "'notaport' is not a number"),
     (["--app", "app", "--concurrency", "zero"], "--concurrency: must be a number"),
     (["--app", "app", "--redis", "ftp://x"], "--redis: unsupported scheme 'ftp'"),
+    (["--app", "app", "--redis", "redis+sentinel://:hunter2@127.0.0.1:26379"],
+     "--redis: a redis+sentinel:// URL names its service"),
 ]
 
 
@@ -39,21 +41,23 @@ def test_bad_start_up_is_one_line(deployment: Deployment, options: list[str], ex
     assert len(error_lines) == 1, output
 
 
-def test_unreachable_redis_names_the_address_without_password(deployment: Deployment) -> None:
-    """Redis that does not answer ends start-up with one line naming the address, never the password, and
-    takes twistd's pid file with it."""
+@pytest.mark.parametrize("address", ["redis://127.0.0.1:{port}/0", "redis+sentinel://127.0.0.1:{port}/mymaster/0"])
+def test_unreachable_redis_names_the_address_without_password(deployment: Deployment, address: str) -> None:
+    """Redis (or its Sentinels) not answering ends start-up with one line naming the address, never the
+    password, and takes twistd's pid file with it."""
     deployment.expect_errors("pyrowire: error: ")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once the socket closes
-    process = PyrowireProcess(deployment.dir, ["-n", "pyrowire", "--app", "app", "--redis",
-                                               f"redis://:hunter2secret@127.0.0.1:{port}/0", "--listen", "tcp:0"],
+    shown = address.format(port=port)
+    url = shown.replace("://", "://:hunter2secret@")
+    process = PyrowireProcess(deployment.dir, ["-n", "pyrowire", "--app", "app", "--redis", url, "--listen", "tcp:0"],
                               deployment.env())
     deployment.processes.append(process)
     code = process.process.wait(15)
     output = process.output
     assert code != 0
-    assert f"cannot reach Redis at redis://127.0.0.1:{port}/0" in output
+    assert f"cannot reach Redis at {shown}" in output
     assert "hunter2secret" not in output
     assert "Traceback" not in output
     assert "Scheduling retry" not in output  # the connections' retries are not logged one by one

@@ -282,3 +282,71 @@ def test_config_repr_hides_passwords() -> None:
     c = go({"role": "web", "profile": "prod", "redis": "redis://:opt-pw@h:1/0"}, {"PORT": "1"})
     assert "opt-pw" not in repr(c)
     assert "prod-pw" not in repr(c)
+
+
+# --- Redis Sentinel URLs ------------------------------------------------------------------
+
+
+def test_parse_sentinel_url() -> None:
+    """redis+sentinel:// names the Sentinels, the service they watch, the primary's password and database."""
+    a = parse_redis_url("redis+sentinel://:s3cret@s1.example:26380,s2.example:26381/mymaster/4")
+    assert a == RedisAddress("sentinel", db=4, password="s3cret", sentinels=(("s1.example", 26380),
+                                                                             ("s2.example", 26381)),
+                             service="mymaster")
+
+
+def test_parse_sentinel_url_defaults() -> None:
+    """A Sentinel without a port is on 26379; without a database the primary's is 0; IPv6 goes in brackets."""
+    a = parse_redis_url("redis+sentinel://s1,[::1]:5000/mymaster")
+    assert (a.sentinels, a.service, a.db, a.password) == ((("s1", 26379), ("::1", 5000)), "mymaster", 0, None)
+    assert a.display() == "redis+sentinel://s1:26379,[::1]:5000/mymaster/0"
+
+
+def test_parse_sentinel_url_user_and_escaped_password() -> None:
+    """An ACL user and a percent-escaped password reach the primary as written."""
+    a = parse_redis_url("redis+sentinel://app:p%40ss%2Fw@s1:1/mymaster/")
+    assert (a.username, a.password, a.db) == ("app", "p@ss/w", 0)
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("redis+sentinel://s1:26379", "names its service"),
+    ("redis+sentinel://s1:26379/", "names its service"),
+    ("redis+sentinel:///mymaster", "at least one HOST:PORT"),
+    ("redis+sentinel://s1,,s2/mymaster", "at least one HOST:PORT"),
+    ("redis+sentinel://s1:port/mymaster", "port 'port' is not a port number"),
+    ("redis+sentinel://s1:70000/mymaster", "port '70000' is not a port number"),
+    ("redis+sentinel://[::1/mymaster", "is not HOST:PORT"),
+    ("redis+sentinel://s1/mymaster/zero", "database 'zero' is not a number"),
+    ("redis+sentinel://s1/mymaster/0/1", "path is /SERVICE or /SERVICE/DB"),
+    ("redis+sentinel://s1/mymaster?db=1", "no query"),
+])
+def test_bad_sentinel_urls_say_what_is_wrong(url: str, why: str) -> None:
+    """A malformed sentinel URL is refused with one sentence naming the option and the mistake."""
+    with pytest.raises(ConfigurationError) as info:
+        parse_redis_url(url, "REDIS_URL")
+    assert info.value.option == "REDIS_URL"
+    assert why in info.value.why
+
+
+@pytest.mark.parametrize("url", ["redis+sentinel://:topsecret@s1:1/m/0", "redis+sentinel://u:topsecret@s1:1,s2/m",
+                                 "redis+sentinel://:topsecret@s1:port/m", "redis+sentinel://:topsecret@/m"])
+def test_sentinel_password_never_shown(url: str) -> None:
+    """Neither display(), repr() nor the error about a malformed sentinel URL shows its password."""
+    try:
+        a = parse_redis_url(url)
+    except ConfigurationError as e:
+        assert "topsecret" not in str(e)
+        return
+    assert a.password == "topsecret"
+    assert "topsecret" not in a.display()
+    assert "topsecret" not in repr(a)
+
+
+def test_sentinel_url_from_the_profile() -> None:
+    """A profile's redis url may be a sentinel URL; --redis and REDIS_URL take them too."""
+    url = "redis+sentinel://s1:26379/mymaster/2"
+    topics = {"echo": {}}
+    c = resolve({"role": "web"}, {}, load_settings({"TOPICS": topics, "PROFILES": {"dev": {"redis": {"url": url}}}}))
+    assert (c.redis.kind, c.redis.service, c.redis.db) == ("sentinel", "mymaster", 2)
+    assert resolve({"role": "web", "redis": url}, {}, load_settings({"TOPICS": topics})).redis.kind == "sentinel"
+    assert resolve({"role": "web"}, {"REDIS_URL": url}, load_settings({"TOPICS": topics})).redis.kind == "sentinel"
