@@ -15,13 +15,12 @@ in dicts keyed by ``(topic, outcome)``, so one count is a dict lookup and an
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from pyrowire.errors import RedisUnavailable
-from pyrowire.keys import TopicKeys
 
 # the topic label of anything counted for a topic that is not configured
 UNKNOWN_TOPIC = ""
@@ -43,11 +42,7 @@ HANDLER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class DepthStore(Protocol):
     """What :meth:`Metrics.refresh_depths` needs of a store (RedisStore and MemoryStore both fit)."""
 
-    def keys(self, topic: str) -> TopicKeys: ...
-
-    async def llen(self, key: str) -> int: ...
-
-    async def workers(self, topic: str) -> list[str]: ...
+    async def depths(self, topic: str) -> Mapping[str, int]: ...
 
 
 class Metrics:
@@ -211,13 +206,8 @@ class Metrics:
             for topic in names:
                 if topic not in self.topics:
                     raise ValueError(f"{topic!r} is not a configured topic")
-                keys = store.keys(topic)
-                found[topic, "queued"] = await store.llen(keys.queue)
-                found[topic, "dead"] = await store.llen(keys.dead)
-                in_flight = 0
-                for worker in await store.workers(topic):
-                    in_flight += await store.llen(keys.inflight(worker))
-                found[topic, "in_flight"] = in_flight
+                for state, count in (await store.depths(topic)).items():
+                    found[topic, state] = count
         except RedisUnavailable:
             self._redis_up.set(0)
             return

@@ -236,10 +236,13 @@ class Store(ABC):
         the message is marked finished (:meth:`replies`). False when the payload was no longer in
         flight here (recorded, nothing else done).
         """
-        keys, args = self._finish_keys_args(
+        return await self.finish_one(
             topic, worker, Finishing(payload, sid, record, kind, retention, dead, conversation, session, replies))
-        held = await self._script(scripts.FINISH, keys, args)
-        return bool(int(held))
+
+    async def finish_one(self, topic: str, worker: str, f: Finishing) -> bool:
+        """:meth:`finish` for a message described by a :class:`Finishing`."""
+        keys, args = self._finish_keys_args(topic, worker, f)
+        return bool(int(await self._script(scripts.FINISH, keys, args)))
 
     def _finish_keys_args(self, topic: str, worker: str, f: Finishing) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """FINISH's KEYS and ARGV for one message."""
@@ -466,6 +469,15 @@ class Store(ABC):
     async def delivered(self, topic: str) -> dict[str, int]:
         """How many outbound messages of ``topic`` reached each delivery status (within the records' life)."""
         return {k: int(v) for k, v in _pairs(await self._execute("HGETALL", self.keys(topic).delivered)).items()}
+
+    async def depths(self, topic: str) -> dict[str, int]:
+        """How many messages of ``topic`` are queued, in flight (summed over its registered workers, live
+        or not yet reclaimed) and dead: the metrics' gauges and the console's counts."""
+        k = self.keys(topic)
+        in_flight = 0
+        for worker in await self.workers(topic):
+            in_flight += await self.llen(k.inflight(worker))
+        return {"queued": await self.llen(k.queue), "in_flight": in_flight, "dead": await self.llen(k.dead)}
 
     async def scheduled(self, topic: str) -> int:
         """How many messages of ``topic`` wait to be tried again."""

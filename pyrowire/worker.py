@@ -460,8 +460,7 @@ class TopicWorker(Service):
             Deferred.fromCoroutine(self._flush())
         if await d is None:  # Redis refused or was away: this one on its own, until it is done
             rt = self.runtime
-            await self._persist(partial(rt.store.finish, self.topic.name, rt.worker_id, f.payload, f.sid, f.record,
-                                        f.kind, f.retention, f.dead, f.conversation, f.session, f.replies))
+            await self._persist(partial(rt.store.finish_one, self.topic.name, rt.worker_id, f))
 
     async def _flush(self) -> None:
         """Finish what waits, FINISH_BATCH a round trip, until nothing does."""
@@ -472,9 +471,7 @@ class TopicWorker(Service):
                 replies: list[bool | None]
                 try:
                     if len(batch) == 1:
-                        f = batch[0][0]
-                        replies = [await store.finish(topic, worker, f.payload, f.sid, f.record, f.kind, f.retention,
-                                                      f.dead, f.conversation, f.session, f.replies)]
+                        replies = [await store.finish_one(topic, worker, batch[0][0])]
                     else:
                         replies = await store.finish_many(topic, worker, [f for f, _ in batch])
                 except Exception:

@@ -54,12 +54,7 @@ class ConsoleData:
         self.clock = clock
 
     async def counts(self, topic: str) -> dict[str, int]:
-        store, k = self.store, self.store.keys(topic)
-        in_flight = 0
-        for worker in await store.workers(topic):
-            in_flight += await store.llen(k.inflight(worker))
-        return {"queued": await store.llen(k.queue), "in_flight": in_flight, "dead": await store.llen(k.dead),
-                "scheduled": await store.scheduled(topic)}
+        return {**await self.store.depths(topic), "scheduled": await self.store.scheduled(topic)}
 
     async def per_minute(self, topic: str) -> list[int]:
         """Messages finished in each of the last 60 minutes, oldest first (the current minute last)."""
