@@ -355,6 +355,22 @@ end
 return n
 """)
 
+# KEYS: inflight, queue, runs. ARGV: payloads this worker took and never started, oldest first.
+# Puts each still in the in-flight list back at the consuming end of the queue, oldest nearest it,
+# and takes back the run TAKE_MANY counted for it (a stopping worker's prefetched messages).
+UNTAKE = Script("untake", _READ + """
+local n = 0
+for i = #ARGV, 1, -1 do
+  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
+    redis.call('RPUSH', KEYS[2], ARGV[i])
+    local sid = read(ARGV[i]) or ''
+    if redis.call('HINCRBY', KEYS[3], sid, -1) <= 0 then redis.call('HDEL', KEYS[3], sid) end
+    n = n + 1
+  end
+end
+return n
+""")
+
 # KEYS: workers, alive. ARGV: worker id, ttl. The EXPIRE comes first: it frees nothing but is not
 # refused when Redis is out of memory, and a script that has written may go on, so a live worker's
 # heartbeat survives an OOM outage (its messages are not reclaimed from under it).
@@ -403,4 +419,4 @@ return 1
 """)
 
 ALL = (ACCEPT, TAKE, TAKE_MANY, BEGIN, FINISH, FINISH_MANY, RETRY, DUE, REQUEUE, STATUS, PACE, SENT, REPLIES,
-       RECLAIM, SWEEP, HEARTBEAT, PUSH_CAPPED, REQUEUE_ONE, TALLY)
+       RECLAIM, SWEEP, UNTAKE, HEARTBEAT, PUSH_CAPPED, REQUEUE_ONE, TALLY)

@@ -294,6 +294,14 @@ class Store(ABC):
         k = self.keys(topic)
         return int(await self._script(scripts.SWEEP, (k.inflight(worker), k.queue), tuple(payloads)))
 
+    async def untake(self, topic: str, worker: str, payloads: Sequence[str]) -> int:
+        """Put back messages taken into the worker's in-flight list but never started (oldest first), their
+        runs no longer counted; how many were still in flight."""
+        if not payloads:
+            return 0
+        k = self.keys(topic)
+        return int(await self._script(scripts.UNTAKE, (k.inflight(worker), k.queue, k.runs), tuple(payloads)))
+
     async def session(self, topic: str, number: str) -> str | None:
         """The conversation's stored session (JSON), or None."""
         value = await self._execute("GET", self.keys(topic).session(number))

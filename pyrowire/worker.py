@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -51,6 +52,9 @@ CRASH_RERUNS = 2
 FINISH_BATCH = 32
 # at most this many messages taken in one round trip (TAKE_MANY), for as many loops waiting for one
 TAKE_BATCH = 64
+# while the queue is deep a worker keeps up to concurrency // PREFETCH_SHARE messages taken ahead (in its
+# in-flight list, runs counted), so a loop that ends a message starts the next without a round trip
+PREFETCH_SHARE = 4
 
 
 def _observe(d: Deferred[Any]) -> Deferred[None]:
@@ -141,6 +145,11 @@ class TopicWorker(Service):
         # loops waiting for a message from the take under way (or the next), with their connections
         self._wanting: list[tuple[Popper, Deferred[Taken | None]]] = []
         self._taking = False
+        self._takes: Deferred[None] | None = None  # the takes under way, until they end
+        # messages taken ahead of the loops (oldest first), while the last take found the queue deep
+        self.prefetch = concurrency // PREFETCH_SHARE
+        self._ready: deque[Taken] = deque()
+        self._deep = False
         self._gathering = False  # loops are being resumed together: let them all ask before taking
 
     @property
@@ -227,43 +236,59 @@ class TopicWorker(Service):
             raise
 
     def _take(self, popper: Popper) -> Deferred[Taken | None]:
-        """A ready message for this loop, taken with those of the loops asking meanwhile (one round trip for
-        them all, TAKE_MANY); None when nothing is ready. Taken messages are in this worker's in-flight list,
-        their runs counted, before any loop gets one."""
+        """A ready message for this loop: one taken ahead, or one taken with those of the loops asking
+        meanwhile (one round trip for them all, TAKE_MANY); None when nothing is ready. Taken messages are
+        in this worker's in-flight list, their runs counted, before any loop gets one."""
+        if self._ready:
+            taken = self._ready.popleft()
+            if not self._taking and not self._gathering and self._refill():
+                self._start_taking(popper)  # this loop's connection is idle while it handles the message
+            return succeed(taken)
         d: Deferred[Taken | None] = Deferred()
         self._wanting.append((popper, d))
         if not self._taking and not self._gathering:
-            self._start_taking()
+            self._start_taking(popper)
         return d
 
-    def _start_taking(self) -> None:
+    def _refill(self) -> int:
+        """How many messages to take ahead now: none unless the queue was deep and half the stock is gone."""
+        if not (self._deep and self.running) or len(self._ready) * 2 > self.prefetch:
+            return 0
+        return self.prefetch - len(self._ready)
+
+    def _start_taking(self, popper: Popper) -> None:
         self._taking = True
-        Deferred.fromCoroutine(self._take_for_wanting(self._wanting[0][0]))
+        self._takes = Deferred.fromCoroutine(self._take_for_wanting(popper))
 
     async def _take_for_wanting(self, popper: Popper) -> None:
-        """Take for the loops waiting, on the first one's connection, until none waits or nothing is ready.
+        """Take for the loops waiting (and ahead of them while the queue is deep) on one loop's connection,
+        until none waits and the stock is full, or nothing is ready.
 
         Nothing ready: every loop waiting gets None (and parks a pop on its own connection); this stops
         first, so it never sends on a connection that has a pop parked.
         """
         store, name, worker = self.runtime.store, self.topic.name, self.runtime.worker_id
         try:
-            while self._wanting:
+            while self._wanting or self._refill():
                 want, self._wanting = self._wanting[:TAKE_BATCH], self._wanting[TAKE_BATCH:]
+                ahead = self._refill()
                 try:
-                    batch = await store.take_many(popper, name, worker, len(want))
+                    batch = await store.take_many(popper, name, worker, len(want) + ahead)
                 except Exception:
+                    self._deep = False
                     failure = Failure()
                     waiting, self._wanting = want + self._wanting, []
                     for _, d in waiting:
                         d.errback(failure)
                     return
+                self._deep = len(batch) == len(want) + ahead
                 for taken in batch:
                     self.held.add(taken.payload)
                 served, rest = want[:len(batch)], want[len(batch):]
+                self._ready.extend(batch[len(want):])
                 if rest:
                     rest, self._wanting = rest + self._wanting, []
-                for (_, d), taken in zip(served, batch, strict=True):
+                for (_, d), taken in zip(served, batch[:len(served)], strict=True):
                     d.callback(taken)
                 for _, d in rest:
                     d.callback(None)
@@ -484,7 +509,7 @@ class TopicWorker(Service):
                 finally:
                     self._gathering = False
                 if self._wanting and not self._taking:
-                    self._start_taking()
+                    self._start_taking(self._wanting[0][0])
         finally:
             self._flushing = False
 
@@ -530,6 +555,25 @@ class TopicWorker(Service):
             except defer.TimeoutError:
                 self.log.warn("{n} {topic} handlers still running after {grace}s; their messages stay in flight",
                               n=len(self._handling), topic=self.topic.name, grace=self.grace)
+        await self._untake()
         await defer.DeferredList([p.close() for p in self._poppers], consumeErrors=True)
         self._poppers = []
+
+    async def _untake(self) -> None:
+        """Put back the messages taken ahead that no loop started, their runs uncounted (or, if Redis fails
+        here, left in flight for the put-back of a stopping worker, their runs counted)."""
+        if self._takes is not None:
+            await _observe(self._takes)
+        ready, self._ready = list(self._ready), deque()
+        if not ready:
+            return
+        payloads = [t.payload for t in ready]
+        self.held.difference_update(payloads)
+        try:
+            n = await self.runtime.store.untake(self.topic.name, self.runtime.worker_id, payloads)
+        except (RedisUnavailable, RedisReplyError) as e:
+            self.log.warn("could not put back {n} {topic} messages taken ahead: {error}", n=len(payloads),
+                          topic=self.topic.name, error=str(e))
+            return
+        self.log.info("put back {n} {topic} messages taken ahead and not started", n=n, topic=self.topic.name)
 

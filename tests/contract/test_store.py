@@ -604,6 +604,31 @@ async def test_sweep_puts_back_only_what_is_still_in_flight(store: Store) -> Non
 
 
 @pytest_twisted.ensureDeferred
+async def test_untake_puts_back_messages_taken_ahead_in_order_with_their_runs_uncounted(store: Store) -> None:
+    """UNTAKE (a stopping worker's messages taken ahead) moves those still in flight back to the consuming
+    end of the queue, the oldest first out, and takes back the run TAKE_MANY counted; a message no longer
+    in flight is left alone."""
+    keys = store.keys("echo")
+    popper = store.popper()
+    try:
+        for sid, number in (("A1", A), ("B1", B), ("C1", "+15550000003"), ("D1", "+15550000004")):
+            await _accept(store, sid, number)
+        await store._execute("HINCRBY", keys.runs, "C1", 2)
+        taken = await store.take_many(popper, "echo", W, 4)
+        assert [t.runs for t in taken] == [1, 1, 3, 1]
+        first, ahead = taken[0], [t.payload for t in taken[1:]]
+        await _accept(store, "E1", "+15550000005")  # arrived meanwhile: runs after the ones put back
+        assert await store.untake("echo", W, [*ahead, "not-there"]) == 3
+        assert await store.lrange(keys.inflight(W)) == [first.payload]
+        again = await store.take_many(popper, "echo", W, 5)
+        assert [envelope.decode(t.payload).message["sid"] for t in again] == ["B1", "C1", "D1", "E1"]
+        assert [t.runs for t in again] == [1, 3, 1, 1]
+        assert await store.untake("echo", W, []) == 0
+    finally:
+        await popper.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_scripts_are_loaded_again_after_script_flush(store: Store) -> None:
     """After SCRIPT FLUSH (or a Redis restart) EVALSHA answers NOSCRIPT and the store falls back to EVAL."""
     await store.accept("echo", "SM1", "a", "p1")
