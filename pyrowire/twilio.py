@@ -1,12 +1,12 @@
 """The Twilio REST client: POSTs to the Messages resource, retried when retrying can help.
 
 One :class:`TwilioClient` is meant to be shared by the whole process: it owns one
-persistent HTTP/1.1 connection pool (keep-alive, up to 64 connections per host), and it
-caches, per account, the Messages URL and the request headers (``Authorization`` among
-them). A send is one ``Agent.request`` with those headers and the form body already
-encoded: no per-request URL parsing into a hyperlink, cookie jar, header merging or
-content decoding (what treq adds around an ``Agent``), and the pool's endpoints are built
-once per host.
+persistent HTTP/1.1 connection pool (keep-alive, up to 64 idle connections per host,
+:mod:`pyrowire.http11`), and it caches, per account, the Messages URL and the request's
+head (``Authorization`` among its headers). A send is one write of that head, the
+``Content-Length`` and the form body, and its answer is read whole by the pool's parser:
+none of the per-request machinery of twisted.web's ``Agent`` or of treq. Tests may give
+their own ``IAgent`` (a treq ``StubTreq``), which is then used instead.
 
 A send is retried inside the client (SPEC §6): no answer (connection error, timeout),
 HTTP 429 and 5xx are tried again after a capped exponential backoff with jitter
@@ -34,28 +34,26 @@ from urllib.parse import urlencode
 
 from hyperlink import EncodedURL
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionClosed, DNSLookupError
-from twisted.internet.interfaces import IConsumer, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
     URI,
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
     ResponseDone,
     ResponseFailed,
 )
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
+from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from pyrowire import http11
 from pyrowire.errors import ConfigurationError, TwilioError
 from pyrowire.retry import RetryPolicy, retry_after, sleep
 from pyrowire.settings import TwilioConfig
+from pyrowire.version import __version__
 
 API_VERSION = "2010-04-01"
 MAX_PERSISTENT_PER_HOST = 64
@@ -149,27 +147,6 @@ def _read(response: IResponse) -> Deferred[bytes]:
     return collect.done
 
 
-@implementer(IAgentEndpointFactory)
-class _Endpoints:
-    """The pool's endpoints, built once per (scheme, host, port): Agent builds one per request otherwise."""
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self._tls = BrowserLikePolicyForHTTPS()
-        self._built: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
-
-    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        key = (uri.scheme, uri.host, uri.port)
-        endpoint = self._built.get(key)
-        if endpoint is None:
-            host = uri.host.decode("idna")
-            endpoint = HostnameEndpoint(self._reactor, host, uri.port)
-            if uri.scheme == b"https":
-                endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
-            self._built[key] = endpoint
-        return endpoint
-
-
 def _agent_of(http: Any) -> IAgent:
     """The IAgent to send with: ``http`` itself, or the agent under a treq ``HTTPClient``/``StubTreq``."""
     if IAgent.providedBy(http):
@@ -180,7 +157,7 @@ def _agent_of(http: Any) -> IAgent:
 class _Account:
     """What is pre-computed once per account: its Messages URL and its request headers."""
 
-    __slots__ = ("headers", "secrets", "uri", "url")
+    __slots__ = ("head", "headers", "secrets", "target", "uri", "url")
 
     def __init__(self, url: EncodedURL, authorization: bytes, secrets: tuple[str, ...]) -> None:
         self.url = url
@@ -195,7 +172,18 @@ class _Account:
             b"Content-Type": [b"application/x-www-form-urlencoded"],
             b"Host": [netloc],
         })
+        self.target: http11.Target = (host.scheme.decode("ascii"), host.host.decode("idna"), host.port)
+        # the request up to its Content-Length's value, for the client's own pool
+        self.head = b"".join([
+            b"POST ", host.originForm, b" HTTP/1.1\r\nHost: ", netloc, b"\r\nAuthorization: ", authorization,
+            b"\r\nAccept: application/json\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"User-Agent: pyrowire/", __version__.encode("ascii"), b"\r\nContent-Length: ",
+        ])
         self.secrets = secrets
+
+    def request(self, body: bytes) -> bytes:
+        """The whole POST of ``body``, as the client's pool writes it."""
+        return b"%s%d\r\n\r\n%s" % (self.head, len(body), body)
 
     def __repr__(self) -> str:
         return f"<_Account {self.url.to_text()}>"
@@ -233,11 +221,10 @@ class TwilioClient:
         self._policy = policy or RetryPolicy()
         self._jitter = jitter
         self._observer = observer
-        self._pool: HTTPConnectionPool | None = None
+        self._pool: http11.Pool | None = None
+        self._agent: IAgent | None = None
         if http is None:
-            self._pool = HTTPConnectionPool(reactor, persistent=True)
-            self._pool.maxPersistentPerHost = MAX_PERSISTENT_PER_HOST
-            self._agent: IAgent = Agent.usingEndpointFactory(reactor, _Endpoints(reactor), pool=self._pool)
+            self._pool = http11.Pool(reactor, MAX_PERSISTENT_PER_HOST)
         else:
             self._agent = _agent_of(http)
         # keyed by (api_base, account_sid): never by the token, so no repr of it shows one
@@ -272,7 +259,7 @@ class TwilioClient:
         """Close the pooled persistent connections; fires when they are closed."""
         if self._pool is None:
             return succeed(None)
-        return cast("Deferred[None]", self._pool.closeCachedConnections())
+        return self._pool.close()
 
     async def _send(
         self,
@@ -371,9 +358,9 @@ class TwilioClient:
             except Exception:
                 self.log.failure("the Twilio send observer failed on {outcome}", outcome=outcome)
 
-    def _request(self, account: _Account, form: _Form) -> Deferred[IResponse]:
+    def _request(self, agent: IAgent, account: _Account, form: _Form) -> Deferred[IResponse]:
         """The POST, cancelled when the timeout runs out before the response's headers came."""
-        d: Deferred[IResponse] = self._agent.request(b"POST", account.uri, account.headers, form)
+        d: Deferred[IResponse] = agent.request(b"POST", account.uri, account.headers, form)
         timer = self._reactor.callLater(self._timeout, d.cancel)
 
         def done(result: object) -> object:
@@ -392,11 +379,11 @@ class TwilioClient:
         """
         started: float | None = self._reactor.seconds()
         try:
-            response = await self._request(account, form)
-            started = None  # from here on a timeout is addTimeout's TimeoutError
-            content = _read(response)
-            content.addTimeout(self._timeout, self._reactor)
-            raw: bytes = await content
+            if self._pool is not None:
+                answer = await self._pool.request(account.target, account.request(form.body), self._timeout)
+                status, raw, wait_header = answer.status, answer.body, answer.headers.get(b"retry-after")
+            else:
+                status, raw, wait_header = await self._exchange(account, form)
         except TimeoutError:
             raise _Failed(self._no_answer()) from None
         except (CancelledError, ConnectingCancelledError):
@@ -405,6 +392,8 @@ class TwilioClient:
             raise CancelledError() from None
         except DNSLookupError:
             raise _Failed(TwilioError(None, "The Twilio API host name could not be resolved.")) from None
+        except http11.BadAnswer as e:
+            raise _Failed(TwilioError(None, f"The Twilio API's answer could not be read: {e}.")) from None
         except ConnectError:
             raise _Failed(TwilioError(None, "Could not connect to the Twilio API.")) from None
         except (ResponseFailed, ConnectionClosed) as e:
@@ -413,7 +402,6 @@ class TwilioClient:
                     raise _Failed(self._no_answer()) from None
                 raise CancelledError() from None
             raise _Failed(TwilioError(None, "The connection to the Twilio API was lost before it answered.")) from None
-        status: int = response.code
         if 200 <= status < 300:
             try:
                 return _sid_from(raw, status, account.secrets)
@@ -422,9 +410,21 @@ class TwilioClient:
                 raise _Failed(error) from None
         wait = None
         if status == 429 or status >= 500:
-            header = response.headers.getRawHeaders(b"retry-after")
-            wait = retry_after(header[0] if header else None, now=self._reactor.seconds())
+            wait = retry_after(wait_header, now=self._reactor.seconds())
         raise _Failed(_error_from(raw, status, account.secrets), wait)
+
+    async def _exchange(self, account: _Account, form: _Form) -> tuple[int, bytes, bytes | None]:
+        """One POST through the given agent: its status, its body and its Retry-After header, if any.
+
+        The timeout bounds the wait for the headers (cancelling the request: a CancelledError), then
+        again the wait for the body (addTimeout's TimeoutError)."""
+        assert self._agent is not None
+        response = await self._request(self._agent, account, form)
+        content = _read(response)
+        content.addTimeout(self._timeout, self._reactor)
+        raw: bytes = await content
+        header = response.headers.getRawHeaders(b"retry-after")
+        return response.code, raw, header[0] if header else None
 
     def _timed_out(self, started: float | None) -> bool:
         return started is not None and self._reactor.seconds() - started >= self._timeout
