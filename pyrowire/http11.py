@@ -96,10 +96,11 @@ class _Connection(Protocol):
                 self._timer.cancel()
             self._timer = None
 
-    def _fail(self, failure: Failure) -> None:
+    def _fail(self, failure: Failure, abort: bool = True) -> None:
         d, self._waiting = self._waiting, None
         self._stop_timer()
-        self._t.abortConnection()
+        if abort:
+            self._t.abortConnection()
         if d is not None:
             d.errback(failure)
 
@@ -228,7 +229,8 @@ class _Connection(Protocol):
             if self._state == _TO_CLOSE:
                 self._done(b"".join(self._body))
             else:
-                self._fail(Failure(ConnectionLost("the connection ended before a whole answer came")))
+                why = f"the connection ended before a whole answer came: {reason.getErrorMessage()}"
+                self._fail(Failure(ConnectionLost(why)), abort=False)
         self.closed.callback(None)
 
 

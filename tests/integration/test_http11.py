@@ -1,15 +1,21 @@
-"""pyrowire.http11 against a real twisted.web server over TCP: kept-alive connections, chunked answers."""
+"""pyrowire.http11 against real servers over TCP: kept-alive connections, chunked answers, not HTTP at all."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from pyrowire.errors import TwilioError
 from pyrowire.http11 import Pool
+from pyrowire.retry import RetryPolicy
+from pyrowire.settings import TwilioConfig
+from pyrowire.twilio import TwilioClient
 
 
 class Answers(Resource):
@@ -56,4 +62,26 @@ async def test_requests_one_after_another_share_one_connection_and_chunked_answe
         assert site.connections == 1
     finally:
         await pool.close()
+        await port.stopListening()
+
+
+class NotHTTP(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_twilio_client_says_when_an_answer_is_not_http() -> None:
+    """A server that does not speak HTTP gives a retryable TwilioError that says so, without a status."""
+    port = reactor.listenTCP(0, Factory.forProtocol(NotHTTP), interface="127.0.0.1")
+    client = TwilioClient(reactor, timeout=5, policy=RetryPolicy(max_attempts=1))
+    creds = TwilioConfig("AC" + "a" * 32, "token", "+15005550006", None, False,
+                         f"http://127.0.0.1:{port.getHost().port}")
+    try:
+        with pytest.raises(TwilioError) as info:
+            await client.send(creds, to="+15551234567", body="x")
+        assert (info.value.status, info.value.retryable) == (None, True)
+        assert info.value.message.startswith("The Twilio API's answer could not be read: the answer does not start")
+    finally:
+        await client.close()
         await port.stopListening()

@@ -49,6 +49,18 @@ def _pool(max_idle: int = 64) -> tuple[Pool, Endpoints, Clock]:
     return Pool(clock, max_idle, endpoint_for=endpoints), endpoints, clock
 
 
+EMPTY = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+def _answered(head: bytes = EMPTY) -> tuple[Pool, Endpoints]:
+    """A pool whose first request got ``head`` (whole) as its answer, a 200."""
+    pool, endpoints, _ = _pool()
+    d = pool.request(TARGET, REQUEST, 5)
+    _feed(endpoints, head, True)
+    assert result_of(d).status == 200
+    return pool, endpoints
+
+
 def _feed(endpoints: Endpoints, data: bytes, whole: bool, n: int = -1) -> None:
     protocol = endpoints.protocols[n]
     if whole:
@@ -102,7 +114,7 @@ def test_concurrent_requests_each_get_a_connection_and_idle_ones_beyond_the_limi
     pending = [pool.request(TARGET, REQUEST, 5) for _ in range(3)]
     assert len(endpoints.transports) == 3
     for n in range(3):
-        _feed(endpoints, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True, n)
+        _feed(endpoints, EMPTY, True, n)
     assert [result_of(d).status for d in pending] == [200, 200, 200]
     assert [t.disconnecting for t in endpoints.transports] == [False, False, True]
 
@@ -140,10 +152,7 @@ def test_an_answer_without_length_is_read_to_the_close_and_that_connection_is_no
 @pytest.mark.parametrize("head", [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
                                   b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"])
 def test_connection_close_and_http_1_0_answers_close_their_connection(head: bytes) -> None:
-    pool, endpoints, _ = _pool()
-    d = pool.request(TARGET, REQUEST, 5)
-    _feed(endpoints, head, True)
-    assert result_of(d).status == 200
+    pool, endpoints = _answered(head)
     assert endpoints.transports[0].disconnecting
     pool.request(TARGET, REQUEST, 5)
     assert len(endpoints.transports) == 2
@@ -192,20 +201,14 @@ def test_a_connection_lost_before_the_whole_answer_is_a_connection_lost(whole: b
 
 
 def test_an_idle_connection_closed_by_the_server_is_not_used_again() -> None:
-    pool, endpoints, _ = _pool()
-    d = pool.request(TARGET, REQUEST, 5)
-    _feed(endpoints, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True)
-    result_of(d)
+    pool, endpoints = _answered()
     _lose(endpoints)
     pool.request(TARGET, REQUEST, 5)
     assert len(endpoints.transports) == 2
 
 
 def test_bytes_on_an_idle_connection_drop_it() -> None:
-    pool, endpoints, _ = _pool()
-    d = pool.request(TARGET, REQUEST, 5)
-    _feed(endpoints, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True)
-    result_of(d)
+    _, endpoints = _answered()
     _feed(endpoints, b"HTTP/1.1 200 OK\r\n", True)
     assert endpoints.transports[0].disconnecting
 
@@ -228,11 +231,8 @@ def test_what_is_not_http_is_a_bad_answer(answer: bytes) -> None:
 
 
 def test_close_closes_every_connection_and_fires_when_they_are_gone() -> None:
-    pool, endpoints, _ = _pool()
-    assert result_of(pool.close()) is None
-    done = pool.request(TARGET, REQUEST, 5)
-    _feed(endpoints, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True)
-    result_of(done)
+    assert result_of(_pool()[0].close()) is None
+    pool, endpoints = _answered()
     pending = pool.request(TARGET, REQUEST, 5)
     closing = pool.close()
     assert all(t.disconnecting for t in endpoints.transports) and not closing.called
