@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
+from twisted.web.iweb import IPolicyForHTTPS
 
 MAX_HEAD = 65536  # bytes of status line and headers
 MAX_BODY = 4 * 1024 * 1024
@@ -246,18 +247,20 @@ class Pool:
     """Persistent connections per (scheme, host, port); up to ``max_idle`` kept open per target.
 
     ``endpoint_for`` (tests) gives the endpoint to reach a target by; by default a ``HostnameEndpoint``,
-    under TLS (verified as a browser does) for ``https``.
+    under TLS for ``https``, the server's certificate verified by ``tls`` (by default as a browser
+    does: the system's trusted roots and the host name).
     """
 
     def __init__(self, reactor: IReactorTime, max_idle: int = 64,
-                 endpoint_for: Callable[[Target], IStreamClientEndpoint] | None = None) -> None:
+                 endpoint_for: Callable[[Target], IStreamClientEndpoint] | None = None,
+                 tls: IPolicyForHTTPS | None = None) -> None:
         self.reactor = reactor
         self.max_idle = max_idle
         self._endpoint_for = endpoint_for or self._default_endpoint
         self._idle: dict[Target, list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._endpoints: dict[Target, IStreamClientEndpoint] = {}
-        self._tls = BrowserLikePolicyForHTTPS()
+        self._tls = tls or BrowserLikePolicyForHTTPS()
 
     def request(self, target: Target, data: bytes, timeout: float) -> Deferred[Answer]:
         """Send ``data`` (a whole request) on an idle connection to ``target``, or a new one."""

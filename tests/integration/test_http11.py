@@ -1,12 +1,19 @@
-"""pyrowire.http11 against real servers over TCP: kept-alive connections, chunked answers, not HTTP at all."""
+"""pyrowire.http11 against real servers over TCP and TLS: kept-alive connections, chunked answers, certificates
+verified, not HTTP at all."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import reactor, ssl
+from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -84,4 +91,65 @@ async def test_the_twilio_client_says_when_an_answer_is_not_http() -> None:
         assert info.value.message.startswith("The Twilio API's answer could not be read: the answer does not start")
     finally:
         await client.close()
+        await port.stopListening()
+
+
+def _self_signed(host: str) -> tuple[ssl.PrivateCertificate, ssl.Certificate]:
+    """A key and a certificate for ``host``, signed by itself (trusted by no system)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    pem_cert = cert.public_bytes(serialization.Encoding.PEM)
+    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return ssl.PrivateCertificate.loadPEM(pem_key + pem_cert), ssl.Certificate.loadPEM(pem_cert)
+
+
+class TrustOnly:
+    """Verifies servers against one certificate only (as a test's own root)."""
+
+    def __init__(self, root: ssl.Certificate) -> None:
+        self.root = root
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        return ssl.optionsForClientTLS(hostname.decode("ascii"), trustRoot=self.root)
+
+
+@pytest_twisted.ensureDeferred
+async def test_https_is_verified_and_an_untrusted_server_never_sees_the_request() -> None:
+    """Over TLS the pool checks the server's certificate: with a root that trusts it the request goes
+    through (kept alive); with the default policy (the system's roots) a self-signed server gets no
+    byte of the request, so no Authorization header reaches it."""
+    private, public = _self_signed("localhost")
+    site = CountingSite(Answers())
+    port = reactor.listenSSL(0, site, private.options(), interface="127.0.0.1")
+    target = ("https", "localhost", port.getHost().port)
+    trusting, default = Pool(reactor, tls=TrustOnly(public)), Pool(reactor)
+    received: list[bytes] = []
+    original = site.buildProtocol
+
+    def recording(addr: Any) -> Any:
+        protocol = original(addr)
+        feed = protocol.dataReceived
+        protocol.dataReceived = lambda data: (received.append(data), feed(data))[1]
+        return protocol
+
+    try:
+        for i in range(2):
+            answer = await trusting.request(target, _post(b"/json", b"%d" % i), 5)
+            assert (answer.status, answer.body) == (200, b'{"got": "%d"}' % i)
+        assert site.connections == 1
+        site.buildProtocol = recording  # type: ignore[method-assign]
+        with pytest.raises(ConnectionLost) as lost:
+            await default.request(target, _post(b"/json", b"secret"), 5)
+        assert "certificate verify failed" in str(lost.value)
+        assert received == []
+    finally:
+        await trusting.close()
+        await default.close()
         await port.stopListening()
