@@ -25,7 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from pyrowire import envelope, replies, signature, twiml
-from pyrowire.errors import BadRequest, RedisUnavailable
+from pyrowire.errors import BadRequest, RedisReplyError, RedisUnavailable
 from pyrowire.keys import ACCEPTED, INVALID, KEYWORD, read_seen
 from pyrowire.message import parse_message
 from pyrowire.metrics import Metrics
@@ -247,16 +247,11 @@ class Webhook:
         try:
             conversation = message["number"] if conf.ordered else None
             prior = await self.store.accept(conf.name, message["sid"], answer, payload, conversation)
-        except RedisUnavailable as e:
+        except (RedisUnavailable, RedisReplyError) as e:
             if failure is not None:
                 return twiml.response(failure[1]), "invalid"
-            if not self._redis_down:
-                self._redis_down = True
-                self.log.error("Redis unavailable, answering error_response: {error}", error=str(e))
-            return twiml.response(conf.error_response), "redis_down"
-        if self._redis_down:
-            self._redis_down = False
-            self.log.info("Redis is back")
+            return self._cannot_queue(conf, e)
+        self._redis_back()
         if prior is not None:
             return self._replay(conf, prior), "duplicate"
         if failure is not None:
@@ -273,14 +268,26 @@ class Webhook:
             prior = await self.store.accept(conf.name, message["sid"], KEYWORD + keyword, payload,
                                             message["number"] if conf.ordered else None,
                                             "" if keyword == "help" else keyword, message["number"])
-        except RedisUnavailable as e:
-            if not self._redis_down:
-                self._redis_down = True
-                self.log.error("Redis unavailable, answering error_response: {error}", error=str(e))
-            return twiml.response(conf.error_response), "redis_down"
+        except (RedisUnavailable, RedisReplyError) as e:
+            return self._cannot_queue(conf, e)
+        self._redis_back()
         if prior is not None:
             return self._replay(conf, prior), "duplicate"
         return self._keyword_answer(conf, keyword), _KEYWORD_OUTCOMES[keyword]
+
+    def _cannot_queue(self, conf: Topic, error: RedisUnavailable | RedisReplyError) -> tuple[bytes, str]:
+        """Redis is away, or refused the write (out of memory, a read-only replica, too few replicas): the
+        message is not queued and the sender gets the topic's error_response; said once until Redis is back."""
+        if not self._redis_down:
+            self._redis_down = True
+            what = "unavailable" if isinstance(error, RedisUnavailable) else "refused to queue a message"
+            self.log.error("Redis {what}, answering error_response: {error}", what=what, error=str(error))
+        return twiml.response(conf.error_response), "redis_down"
+
+    def _redis_back(self) -> None:
+        if self._redis_down:
+            self._redis_down = False
+            self.log.info("Redis is back")
 
     @staticmethod
     def _keyword_answer(conf: Topic, keyword: str) -> bytes:

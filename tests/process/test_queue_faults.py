@@ -14,7 +14,7 @@ import time
 
 import redis
 
-from tests.process.harness import Deployment, wait_for
+from tests.process.harness import Deployment, send_webhook, wait_for, webhook_params
 from tests.process.records import (
     APP,
     QUICK_HEARTBEAT,
@@ -267,3 +267,29 @@ def test_dead_requeue_moves_thousands_of_dead_letters_in_batches(deployment: Dep
     assert sids(records(r, "work", "queue")) == [f"SMdead{i}" for i in range(senders)]
     assert r.smembers(key("work", "active")) == set(numbers)
     assert sids(records(r, "work", f"conv:{numbers[7]}")) == [f"SMdead{i}" for i in range(7 + senders, count, senders)]
+
+
+def test_a_webhook_while_redis_refuses_writes_gets_the_error_response(deployment: Deployment,
+                                                                      redis_server: RedisServer) -> None:
+    """While Redis refuses writes (out of memory) a webhook is answered 200 with the topic's error_response,
+    said once in the log, nothing is queued and no traceback is written; once Redis takes writes again
+    the same MessageSid is accepted and handled."""
+    deployment.expect_errors("Redis refused to queue a message, answering error_response")
+    process, base = deployment.twistd("--app", APP, "--topic", "work", "--concurrency", "1")
+    process.wait_healthy(base)
+    r = client(redis_server.url)
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", "1")
+    try:
+        for _ in range(2):
+            status, answer = send_webhook(base, "work", webhook_params("SMrefused", "refused", number="+15553200001"))
+            assert status == 200 and "error has occurred" in answer, answer
+        assert r.llen(key("work", "queue")) == 0 and r.get(key("work", "seen:SMrefused")) is None
+    finally:
+        r.config_set("maxmemory", "0")
+    send(base, "work", "SMrefused", "refused", number="+15553200001")
+    wait_for(lambda: "SMrefused" in sids(records(r, "work", "complete")), 15, "the message to complete")
+    output = process.output
+    assert output.count("refused to queue a message") == 1
+    assert "Traceback" not in output and "webhook failed" not in output
+    assert process.terminate() == 0
