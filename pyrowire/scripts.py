@@ -62,6 +62,18 @@ local function read(item)
 end
 """
 
+# a dead letter going back to the queue is no longer finished: its seen value loses FINISH's mark
+# (its TTL stays), so /replies reads it as not yet handled until it finishes again
+_UNMARK = """
+local function unmark(seen_key)
+  local value = redis.call('GET', seen_key)
+  if value then
+    local answer = string.gsub(value, '[%+%-]+$', '')
+    if answer ~= value then redis.call('SET', seen_key, answer, 'KEEPTTL') end
+  end
+end
+"""
+
 # the common part of TAKE and BEGIN: count the run (before the handler starts), read the
 # conversation's session and whether its sender opted out
 _BEGIN = _READ + """
@@ -231,17 +243,20 @@ end
 return #due
 """)
 
-# KEYS: dead, queue, runs, active. ARGV: at most how many, conversation key prefix, ordered ('1'/'').
-# Moves up to that many dead letters, oldest first, back behind the queue (or behind their
-# conversation's current message), with their runs forgotten: max_attempts afresh.
-# Returns {moved, dead letters left}.
-REQUEUE = Script("requeue", _READ + """
+# KEYS: dead, queue, runs, active. ARGV: at most how many, conversation key prefix, ordered ('1'/''),
+# seen key prefix. Moves up to that many dead letters, oldest first, back behind the queue (or behind
+# their conversation's current message), with their runs forgotten (max_attempts afresh) and their
+# finish mark taken off. Returns {moved, dead letters left}.
+REQUEUE = Script("requeue", _READ + _UNMARK + """
 local n = 0
 while n < tonumber(ARGV[1]) do
   local item = redis.call('LINDEX', KEYS[1], -1)
   if not item then break end
   local sid, number = read(item)
-  if sid then redis.call('HDEL', KEYS[3], sid) end
+  if sid then
+    redis.call('HDEL', KEYS[3], sid)
+    unmark(ARGV[4] .. sid)
+  end
   if ARGV[3] == '1' and number and redis.call('SADD', KEYS[4], number) == 0 then
     redis.call('LPUSH', ARGV[2] .. number, item)
   else
@@ -388,14 +403,18 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return 1
 """)
 
-# KEYS: dead, queue, runs, active. ARGV: the dead letter, the conversations' key prefix, '1' when ordered.
+# KEYS: dead, queue, runs, active. ARGV: the dead letter, the conversations' key prefix, '1' when ordered,
+# seen key prefix.
 # Moves one given dead letter back (the console's Re-queue) as REQUEUE moves each: added to the queue,
 # or behind its conversation's active message, before it leaves the dead letters. Returns 1, or 0 when
 # it was not (or no longer) a dead letter.
-REQUEUE_ONE = Script("requeue_one", _READ + """
+REQUEUE_ONE = Script("requeue_one", _READ + _UNMARK + """
 if not redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
 local sid, number = read(ARGV[1])
-if sid then redis.call('HDEL', KEYS[3], sid) end
+if sid then
+  redis.call('HDEL', KEYS[3], sid)
+  unmark(ARGV[4] .. sid)
+end
 if ARGV[3] == '1' and number and redis.call('SADD', KEYS[4], number) == 0 then
   redis.call('LPUSH', ARGV[2] .. number, ARGV[1])
 else

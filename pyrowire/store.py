@@ -406,7 +406,8 @@ class Store(ABC):
         moved = 0
         while remaining > 0:
             n, _left = await self._script(scripts.REQUEUE, (k.dead, k.queue, k.runs, k.active),
-                                          (min(batch, remaining), k.conversation(""), "1" if ordered else ""))
+                                          (min(batch, remaining), k.conversation(""), "1" if ordered else "",
+                                           k.seen("")))
             if int(n) == 0:
                 break
             moved += int(n)
@@ -458,7 +459,7 @@ class Store(ABC):
         was not a dead letter (any more)."""
         k = self.keys(topic)
         moved = await self._script(scripts.REQUEUE_ONE, (k.dead, k.queue, k.runs, k.active),
-                                   (payload, k.conversation(""), "1" if ordered else ""))
+                                   (payload, k.conversation(""), "1" if ordered else "", k.seen("")))
         return bool(int(moved))
 
     async def discard_letter(self, topic: str, payload: str) -> bool:

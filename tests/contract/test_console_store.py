@@ -17,6 +17,7 @@ async def test_requeue_one_letter_moves_it_behind_its_conversation(store: Store)
     for p in (first, second, other):
         await store.push_capped(k.dead, p, 100)
     await store._execute("HSET", k.runs, "SM1", 3)
+    await store._execute("SET", k.seen("SM1"), "a-", "EX", 100)  # dead-lettered: handled
     # the first sender's conversation is busy: its letter waits behind it; the other goes to the queue
     await store._execute("SADD", k.active, "+15550001111")
     assert await store.requeue_letter("echo", first) is True
@@ -25,6 +26,7 @@ async def test_requeue_one_letter_moves_it_behind_its_conversation(store: Store)
     assert await store.lrange(k.queue) == [other]
     assert await store.lrange(k.dead) == [second]
     assert await store._execute("HGET", k.runs, "SM1") is None
+    assert await store._execute("GET", k.seen("SM1")) == "a" and await store.ttl(k.seen("SM1")) > 0
     assert await store.requeue_letter("echo", first) is False  # no longer a dead letter
     assert await store.requeue_letter("echo", second, ordered=False) is True
     assert await store.lrange(k.queue) == [second, other]

@@ -774,7 +774,12 @@ async def test_a_dead_letter_is_handled_with_its_error_and_handled_again_when_re
                        replies={0: _reply("SBa", "partial")})
     assert await store.replies("echo", "SM1") == Replies(
         True, [_shown("SBa", "partial", None)], error="ZeroDivisionError: division by zero")
+    seen = store.keys("echo").seen("SM1")
+    ttl = await store.ttl(seen)
     await store.requeue_dead("echo")
+    # back in the queue it is not handled (its mark is off, its TTL kept) until it finishes again
+    assert (await store.replies("echo", "SM1")).handled is False
+    assert await store._execute("GET", seen) == "a" and 0 < await store.ttl(seen) <= ttl
     assert await _pop(store) == payload
     await store.finish("echo", W, payload, "SM1", "{}", "complete", 10)
     assert await store.replies("echo", "SM1") == Replies(True, [_shown("SBa", "partial", None)])
