@@ -30,6 +30,9 @@ from twisted.web.iweb import IPolicyForHTTPS
 
 MAX_HEAD = 65536  # bytes of status line and headers
 MAX_BODY = 4 * 1024 * 1024
+# a connection idle longer than this is closed rather than used again: servers close idle connections
+# (often after 60 s or more), and a request written just as one does is lost with it
+IDLE_SECONDS = 15.0
 _END_OF_HEAD = b"\r\n\r\n"
 
 # how the body of an answer is framed
@@ -65,6 +68,7 @@ class _Connection(Protocol):
         self._size = 0
         self._keep = False
         self.lost = False
+        self.idle_since = 0.0
         self.closed: Deferred[None] = Deferred()
         self._t: Any = None  # the transport (an ITCPTransport, or TLS over one)
 
@@ -244,7 +248,8 @@ class _Connecting(Factory):
 
 
 class Pool:
-    """Persistent connections per (scheme, host, port); up to ``max_idle`` kept open per target.
+    """Persistent connections per (scheme, host, port); up to ``max_idle`` kept open per target, each
+    for at most ``idle_seconds`` between requests.
 
     ``endpoint_for`` (tests) gives the endpoint to reach a target by; by default a ``HostnameEndpoint``,
     under TLS for ``https``, the server's certificate verified by ``tls`` (by default as a browser
@@ -253,9 +258,10 @@ class Pool:
 
     def __init__(self, reactor: IReactorTime, max_idle: int = 64,
                  endpoint_for: Callable[[Target], IStreamClientEndpoint] | None = None,
-                 tls: IPolicyForHTTPS | None = None) -> None:
+                 tls: IPolicyForHTTPS | None = None, idle_seconds: float = IDLE_SECONDS) -> None:
         self.reactor = reactor
         self.max_idle = max_idle
+        self.idle_seconds = idle_seconds
         self._endpoint_for = endpoint_for or self._default_endpoint
         self._idle: dict[Target, list[_Connection]] = {}
         self._open: set[_Connection] = set()
@@ -267,7 +273,12 @@ class Pool:
         idle = self._idle.get(target)
         if idle:
             connection = idle.pop()  # the most recently used: the others may time out unused
-            return connection.request(data, timeout)
+            if self.reactor.seconds() - connection.idle_since <= self.idle_seconds:
+                return connection.request(data, timeout)
+            # the most recent is too old, so are the others
+            for stale in [connection, *idle]:
+                stale._t.loseConnection()
+            idle.clear()
         return Deferred.fromCoroutine(self._connect_and_request(target, data, timeout))
 
     async def _connect_and_request(self, target: Target, data: bytes, timeout: float) -> Answer:
@@ -302,6 +313,7 @@ class Pool:
     def release(self, connection: _Connection) -> None:
         idle = self._idle.setdefault(connection._target, [])
         if len(idle) < self.max_idle:
+            connection.idle_since = self.reactor.seconds()
             idle.append(connection)
         else:
             connection._t.loseConnection()

@@ -240,3 +240,17 @@ def test_close_closes_every_connection_and_fires_when_they_are_gone() -> None:
         _lose(endpoints, n)
     assert result_of(closing) is None
     _failure(pending, ConnectionLost)
+
+
+def test_connections_idle_too_long_are_closed_instead_of_used() -> None:
+    pool, endpoints = _answered()
+    clock = pool.reactor
+    assert isinstance(clock, Clock)
+    clock.advance(15)
+    d = pool.request(TARGET, REQUEST, 5)  # idle 15 s: still used
+    _feed(endpoints, EMPTY, True)
+    result_of(d)
+    assert len(endpoints.transports) == 1
+    clock.advance(15.5)
+    pool.request(TARGET, REQUEST, 5)
+    assert len(endpoints.transports) == 2 and endpoints.transports[0].disconnecting
