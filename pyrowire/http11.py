@@ -9,7 +9,7 @@ parsed in one place (status line, headers, a body by ``Content-Length``, chunked
 close) and handed back whole as an :class:`Answer`.
 
 Failures are Twisted's own: ``DNSLookupError`` and ``ConnectError`` (connecting), ``TimeoutError``
-(no whole answer within the timeout, connecting included), ``ConnectionClosed`` (the connection
+(no whole answer within the timeout, connecting included), ``ConnectionLost`` (the connection
 ended before a whole answer), :class:`BadAnswer` (what came back is not HTTP), and
 ``CancelledError`` when the caller cancels. A request is never sent twice here.
 """
@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.error import ConnectingCancelledError, ConnectionClosed, ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -336,4 +336,4 @@ class Pool:
         return d.addCallback(lambda _: None)
 
 
-__all__ = ["Answer", "BadAnswer", "ConnectionClosed", "Pool", "Target"]
+__all__ = ["Answer", "BadAnswer", "Pool", "Target"]

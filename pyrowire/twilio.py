@@ -359,13 +359,17 @@ class TwilioClient:
                 self.log.failure("the Twilio send observer failed on {outcome}", outcome=outcome)
 
     def _request(self, agent: IAgent, account: _Account, form: _Form) -> Deferred[IResponse]:
-        """The POST, cancelled when the timeout runs out before the response's headers came."""
+        """The POST, cancelled when the timeout runs out before the response's headers came (a TimeoutError
+        then; a cancellation by the caller stays one)."""
         d: Deferred[IResponse] = agent.request(b"POST", account.uri, account.headers, form)
         timer = self._reactor.callLater(self._timeout, d.cancel)
 
         def done(result: object) -> object:
             if timer.active():
                 timer.cancel()
+            elif isinstance(result, Failure) and (result.check(CancelledError, ConnectingCancelledError) or (
+                    result.check(ResponseFailed) and _was_cancelled(cast(Exception, result.value)))):
+                return Failure(TimeoutError())
             return result
 
         return d.addBoth(done)
@@ -373,11 +377,9 @@ class TwilioClient:
     async def _attempt(self, account: _Account, form: _Form) -> str:
         """Make exactly one attempt at POSTing ``form``, bounded by the timeout; failures are _Failed.
 
-        The timeout cancels the request when it runs out, so a CancelledError in the
-        request phase is a timeout only when the timeout has elapsed; any other is the
-        caller cancelling the send, and is re-raised as such.
+        Running out of time is a TimeoutError from either path; a cancellation is the caller
+        cancelling the send, and is re-raised as such.
         """
-        started: float | None = self._reactor.seconds()
         try:
             if self._pool is not None:
                 answer = await self._pool.request(account.target, account.request(form.body), self._timeout)
@@ -387,8 +389,6 @@ class TwilioClient:
         except TimeoutError:
             raise _Failed(self._no_answer()) from None
         except (CancelledError, ConnectingCancelledError):
-            if self._timed_out(started):
-                raise _Failed(self._no_answer()) from None
             raise CancelledError() from None
         except DNSLookupError:
             raise _Failed(TwilioError(None, "The Twilio API host name could not be resolved.")) from None
@@ -398,8 +398,6 @@ class TwilioClient:
             raise _Failed(TwilioError(None, "Could not connect to the Twilio API.")) from None
         except (ResponseFailed, ConnectionClosed) as e:
             if _was_cancelled(e):
-                if self._timed_out(started):
-                    raise _Failed(self._no_answer()) from None
                 raise CancelledError() from None
             raise _Failed(TwilioError(None, "The connection to the Twilio API was lost before it answered.")) from None
         if 200 <= status < 300:
@@ -425,9 +423,6 @@ class TwilioClient:
         raw: bytes = await content
         header = response.headers.getRawHeaders(b"retry-after")
         return response.code, raw, header[0] if header else None
-
-    def _timed_out(self, started: float | None) -> bool:
-        return started is not None and self._reactor.seconds() - started >= self._timeout
 
     def _no_answer(self) -> TwilioError:
         return TwilioError(None, f"Twilio did not answer within {self._timeout:g} seconds.")
